@@ -1,0 +1,49 @@
+# The front door. Every target installs what it needs itself.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export SLURM_VERSION ?= 26.05
+# Versions of Slurm the test run brings up (and parametrizes over); the first is the default for the bridge.
+export SLURM_VERSIONS ?= $(SLURM_VERSION)
+
+.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo bench-client clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-unit: venv
+	$(BIN)/pytest -m 'not testbed' -q
+
+# The whole suite: lint, unit tests, then testbed tests (the pytest fixture brings the testbed up
+# once, or reuses a running one).
+test: lint
+	$(BIN)/pytest -rs -v --durations=15
+
+testbed-up: venv
+	bash testbed/up.sh
+
+testbed-down:
+	bash testbed/down.sh
+
+testbed-status:
+	bash testbed/status.sh
+
+demo: testbed-up
+	$(BIN)/python -m bridge.demo
+
+bench-client: testbed-up
+	$(BIN)/python -m slurm_client.bench
+
+clean: testbed-down
+	rm -rf $(VENV) .testbed
