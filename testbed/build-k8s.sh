@@ -13,6 +13,10 @@ KWOK_BIN="$CACHE/kwok/$KWOK_VERSION/bin"
 log() { echo "[build-k8s] $*" >&2; }
 command -v go >/dev/null || { log "FATAL: go is not installed; the Kubernetes build needs the Go toolchain"; exit 1; }
 export GOFLAGS="${GOFLAGS:--mod=mod}" GOTOOLCHAIN=local
+# One build at a time per cache: a second caller waits, then finds the binaries cached.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/build.lock"
+flock 9
 
 build_kubernetes() {
   if [[ -x "$K8S_BIN/kube-apiserver" && -x "$K8S_BIN/kube-controller-manager" && -x "$K8S_BIN/kubectl" ]]; then

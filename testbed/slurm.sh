@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# One real Slurm cluster per version on loopback: slurmctld + 4 slurmd + slurmrestd (JWT).
+#   slurm.sh install VERSION   install packages (22.05: host; 24.11/26.05: cached chroots)
+#   slurm.sh up VERSION        install if needed, configure, start, wait until ready, write env
+#   slurm.sh down VERSION      stop every daemon of that cluster
+#   slurm.sh status VERSION    print daemon and node status
+# Versions: 22.05 (Debian bookworm host packages, REST v0.0.38), 24.11 (trixie chroot, v0.0.40-42),
+# 26.05 (sid packages on a trixie chroot, v0.0.42-45). Clusters of different versions coexist:
+# each has its own ports, state directory and ClusterName.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+CACHE="${BRIDGE_CACHE:-$HOME/.cache/slurm-k8s-bridge}"
+STATE_ROOT="${TESTBED_DIR:-$REPO/.testbed}"
+log() { echo "[slurm $VERSION] $*" >&2; }
+die() { echo "[slurm $VERSION] FATAL: $*" >&2; exit 1; }
+
+ACTION="${1:?usage: slurm.sh install|up|down|status VERSION}"
+VERSION="${2:?usage: slurm.sh install|up|down|status VERSION}"
+
+# Node layout shared by every version (the Kubernetes nodes of the testbed carry the same names).
+NODES=(slurm-bridge-0 slurm-bridge-1 slurm-bridge-2 slurm-bridge-3)
+FUTURE_NODES=8 # ns-0 .. ns-7: NodeSet-style nodes declared ahead (State=FUTURE)
+PARTITION=slurm-bridge
+TOKEN_USER=slurm
+
+case "$VERSION" in
+  22.05) BASE_PORT=17000; ROOT=""; API_PLUGINS="openapi/v0.0.38" ;;
+  24.11) BASE_PORT=17100; ROOT="$CACHE/roots/trixie-slurm-24.11"; API_PLUGINS="openapi/slurmctld" ;;
+  26.05) BASE_PORT=17200; ROOT="$CACHE/roots/sid-slurm-26.05"; API_PLUGINS="openapi/slurmctld" ;;
+  *) die "unsupported SLURM version '$VERSION' (choose 22.05, 24.11 or 26.05)" ;;
+esac
+CTLD_PORT=$BASE_PORT
+RESTD_PORT=$((BASE_PORT + 50))
+CLUSTER="tb${VERSION/./}"
+# Path of the cluster's state as seen by its daemons (inside the chroot for chroot versions).
+if [[ -z "$ROOT" ]]; then IN="$STATE_ROOT/slurm/$VERSION"; else IN="/srv/bridge-testbed"; fi
+HOST_STATE="$ROOT$IN"
+CONF="$IN/slurm.conf"
+
+in_root() { # run a command with this cluster's root file system and config
+  if [[ -z "$ROOT" ]]; then env SLURM_CONF="$CONF" "$@"; else chroot "$ROOT" env SLURM_CONF="$CONF" "$@"; fi
+}
+
+debian_mirror() {
+  local m
+  m="$(sed -n 's/^URIs: *\(http[^ ]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)"
+  [[ -n "$m" ]] || m="$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+apt_host() {
+  if [[ ! -f "$CACHE/.apt-updated" ]] || (($(date +%s) - $(stat -c %Y "$CACHE/.apt-updated") > 86400)); then
+    apt-get update -qq && mkdir -p "$CACHE" && touch "$CACHE/.apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+mount_root() {
+  [[ -n "$ROOT" ]] || return 0
+  mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+  mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
+  cp /etc/hosts "$ROOT/etc/hosts" # without it every daemon loops on getaddrinfo()
+}
+
+make_trixie_base() { # a minimal trixie root, cached; copied for each chroot version
+  local base="$CACHE/roots/trixie-base"
+  [[ -f "$base/.complete" ]] && return 0
+  command -v debootstrap >/dev/null || apt_host debootstrap
+  rm -rf "$base" && mkdir -p "$base"
+  log "debootstrap trixie (about a minute)"
+  debootstrap --variant=minbase trixie "$base" "$(debian_mirror)" >"$CACHE/roots/debootstrap.log" 2>&1 ||
+    die "debootstrap trixie failed; see $CACHE/roots/debootstrap.log"
+  printf '#!/bin/sh\nexit 101\n' >"$base/usr/sbin/policy-rc.d" && chmod +x "$base/usr/sbin/policy-rc.d"
+  touch "$base/.complete"
+}
+
+install_slurm() {
+  if [[ -z "$ROOT" ]]; then
+    command -v slurmctld >/dev/null && command -v slurmrestd >/dev/null && [[ -f /usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so ]] && return 0
+    log "installing Debian bookworm Slurm packages on the host"
+    apt_host slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge || die "apt-get install of Slurm 22.05 failed"
+    return 0
+  fi
+  [[ -f "$ROOT/.complete" ]] && return 0
+  make_trixie_base
+  rm -rf "$ROOT" && mkdir -p "$(dirname "$ROOT")"
+  cp -a "$CACHE/roots/trixie-base" "$ROOT" && rm -f "$ROOT/.complete"
+  mount_root
+  local pkgs="slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin" mirror
+  mirror="$(debian_mirror)"
+  if [[ "$VERSION" == 26.05 ]]; then
+    log "installing Slurm from sid in $ROOT"
+    echo "deb $mirror sid main" >"$ROOT/etc/apt/sources.list.d/sid.list"
+    chroot "$ROOT" apt-get -qq -o Acquire::Check-Valid-Until=false update || die "apt-get update (sid) failed in chroot"
+    chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t sid $pkgs >/dev/null ||
+      die "apt-get install of Slurm from sid failed in chroot"
+    chroot "$ROOT" sh -c 'id slurmrestd >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin slurmrestd'
+  else
+    log "installing Slurm from trixie in $ROOT"
+    chroot "$ROOT" apt-get -qq update || die "apt-get update failed in chroot"
+    chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null ||
+      die "apt-get install of Slurm 24.11 failed in chroot"
+  fi
+  local got
+  got="$(chroot "$ROOT" slurmctld -V)"
+  [[ "$got" == "slurm ${VERSION}"* || "$got" == "slurm-wlm ${VERSION}"* ]] || die "expected Slurm $VERSION in $ROOT, found '$got'"
+  touch "$ROOT/.complete"
+}
+
+write_config() {
+  mkdir -p "$HOST_STATE"/{ctld,spool,run,log}
+  for n in "${NODES[@]}"; do mkdir -p "$HOST_STATE/spool/$n"; done
+  for ((i = 0; i < FUTURE_NODES; i++)); do mkdir -p "$HOST_STATE/spool/ns-$i"; done
+  chmod 755 "$HOST_STATE"
+  [[ -f "$HOST_STATE/jwt.key" ]] || { head -c 32 /dev/urandom >"$HOST_STATE/jwt.key"; chmod 0600 "$HOST_STATE/jwt.key"; }
+  local auth="auth/slurm" cred="cred/slurm"
+  if [[ "$VERSION" == 22.05 ]]; then auth="auth/munge"; cred="cred/munge"; fi
+  if [[ "$auth" == auth/slurm && ! -f "$HOST_STATE/slurm.key" ]]; then
+    head -c 1024 /dev/urandom >"$HOST_STATE/slurm.key"; chmod 0600 "$HOST_STATE/slurm.key"
+  fi
+  local p=$((BASE_PORT + 1))
+  cat >"$HOST_STATE/slurm.conf" <<CONF
+# Written by testbed/slurm.sh: a $VERSION cluster on loopback for the bridge's tests.
+ClusterName=$CLUSTER
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmUser=root
+SlurmdUser=root
+AuthType=$auth
+CredType=$cred
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=$IN/jwt.key
+StateSaveLocation=$IN/ctld
+SlurmdSpoolDir=$IN/spool/%n
+SlurmctldPidFile=$IN/run/slurmctld.pid
+SlurmdPidFile=$IN/run/slurmd-%n.pid
+SlurmctldLogFile=$IN/log/slurmctld.log
+SlurmdLogFile=$IN/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+# Place jobs on the next scheduler pass instead of batching submits for 3 s (TESTBED-FACTS).
+SchedulerParameters=batch_sched_delay=0
+# Nodes are declared bigger than this machine; without this they come up "inval".
+SlurmdParameters=config_overrides
+ReturnToService=2
+# Without it a job with no memory request takes a whole node's memory.
+DefMemPerCPU=256
+GresTypes=gpu
+KillWait=5
+MinJobAge=120
+SlurmdTimeout=30
+InactiveLimit=0
+MaxNodeCount=64
+NodeName=DEFAULT CPUs=4 RealMemory=8192 State=UNKNOWN
+NodeName=slurm-bridge-[0-1] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$p-$((p + 1))
+NodeName=slurm-bridge-[2-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((p + 2))-$((p + 3)) Gres=gpu:2
+NodeName=ns-[0-$((FUTURE_NODES - 1))] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((BASE_PORT + 10))-$((BASE_PORT + 9 + FUTURE_NODES)) State=FUTURE
+PartitionName=$PARTITION Nodes=slurm-bridge-[0-3] Default=YES MaxTime=INFINITE State=UP
+PartitionName=nodeset Nodes=ns-[0-$((FUTURE_NODES - 1))] MaxTime=INFINITE State=UP
+CONF
+  # Fake GPUs: this machine has none, and Slurm drops file-less GPUs, so each one is a character
+  # device aliasing /dev/null (major 1, minor 3). Nothing ever opens them.
+  mkdir -p "$HOST_STATE/gpu"
+  for g in 0 1; do [[ -e "$HOST_STATE/gpu/fake$g" ]] || mknod "$HOST_STATE/gpu/fake$g" c 1 3; done
+  printf 'AutoDetect=off\nNodeName=slurm-bridge-[2-3] Name=gpu File=%s/gpu/fake[0-1]\n' "$IN" >"$HOST_STATE/gres.conf"
+  # 24.11+ would try to set up cgroups; 22.05 has no "disabled" plugin and needs no cgroup.conf.
+  [[ "$VERSION" == 22.05 ]] || printf 'CgroupPlugin=disabled\n' >"$HOST_STATE/cgroup.conf"
+  chmod 0644 "$HOST_STATE"/*.conf
+}
+
+start_munge() {
+  [[ "$VERSION" == 22.05 ]] || return 0
+  if [[ ! -f /etc/munge/munge.key ]]; then
+    head -c 1024 /dev/urandom >/etc/munge/munge.key
+    chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
+  fi
+  mkdir -p /run/munge && chown munge:munge /run/munge
+  if ! pgrep -x munged >/dev/null; then
+    runuser -u munge -- /usr/sbin/munged || die "munged did not start"
+  fi
+}
+
+pids_of() { pgrep -f -- "$1" || true; }
+
+start_daemons() {
+  mount_root
+  [[ -z "$ROOT" ]] || mkdir -p "$ROOT/run/slurmctld" "$ROOT/run/slurm"
+  if [[ -z "$(pids_of "slurmctld -f $CONF")" ]]; then
+    log "starting slurmctld on port $CTLD_PORT"
+    in_root /usr/sbin/slurmctld -f "$CONF" -i || die "slurmctld failed to start; see $HOST_STATE/log/slurmctld.log"
+  fi
+  for n in "${NODES[@]}"; do
+    if [[ -z "$(pids_of "slurmd -f $CONF -N $n\$")" ]]; then
+      in_root /usr/sbin/slurmd -f "$CONF" -N "$n" || die "slurmd $n failed to start; see $HOST_STATE/log/slurmd-$n.log"
+    fi
+  done
+  if [[ -z "$(pids_of "slurmrestd -f $CONF")" ]]; then
+    log "starting slurmrestd on 127.0.0.1:$RESTD_PORT"
+    local -a cmd=(env SLURM_JWT=daemon)
+    if [[ "$VERSION" == 26.05 ]]; then
+      # 26.05 refuses disable_user_check: run as an unprivileged user of its own.
+      cmd+=(setpriv --reuid=slurmrestd --regid=slurmrestd --init-groups)
+    else
+      cmd+=(SLURMRESTD_SECURITY=disable_user_check)
+    fi
+    cmd+=(/usr/sbin/slurmrestd -f "$CONF" -a rest_auth/jwt -s "$API_PLUGINS" "127.0.0.1:$RESTD_PORT")
+    if [[ -z "$ROOT" ]]; then
+      nohup "${cmd[@]}" >"$HOST_STATE/log/slurmrestd.log" 2>&1 </dev/null &
+    else
+      nohup chroot "$ROOT" "${cmd[@]}" >"$HOST_STATE/log/slurmrestd.log" 2>&1 </dev/null &
+    fi
+  fi
+}
+
+mint_token() { # prints a JWT for TOKEN_USER, valid 7 days, minted by slurmctld itself
+  in_root scontrol token username="$TOKEN_USER" lifespan=604800 | sed -n 's/^SLURM_JWT=//p'
+}
+
+wait_ready() {
+  local deadline=$((SECONDS + 90)) idle=0 out=""
+  while ((SECONDS < deadline)); do
+    out="$(in_root sinfo -h -p "$PARTITION" -o '%t %D' 2>/dev/null || true)"
+    idle="$(awk '$1 ~ /^(idle|mix|alloc)/ {s += $2} END {print s + 0}' <<<"$out")"
+    ((idle >= ${#NODES[@]})) && break
+    sleep 1
+  done
+  ((idle >= ${#NODES[@]})) || die "only $idle of ${#NODES[@]} nodes came up ('$out'); see $HOST_STATE/log/"
+  local token code=""
+  token="$(mint_token)"
+  [[ -n "$token" ]] || die "scontrol token gave no token (is the JWT plugin installed?)"
+  while ((SECONDS < deadline)); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -H "X-SLURM-USER-NAME: $TOKEN_USER" \
+      -H "X-SLURM-USER-TOKEN: $token" "http://127.0.0.1:$RESTD_PORT/openapi/v3" || true)"
+    [[ "$code" == 200 ]] && break
+    sleep 1
+  done
+  [[ "$code" == 200 ]] || die "slurmrestd not answering on 127.0.0.1:$RESTD_PORT (HTTP '$code'); see $HOST_STATE/log/slurmrestd.log"
+  echo "$token" >"$HOST_STATE/token"
+  chmod 0600 "$HOST_STATE/token"
+}
+
+write_env() {
+  local v="${VERSION/./_}" bin="$STATE_ROOT/bin/$VERSION"
+  mkdir -p "$bin"
+  for c in squeue sinfo scontrol scancel sbatch srun salloc sacct sprio sshare; do
+    if [[ -z "$ROOT" ]]; then
+      printf '#!/bin/sh\nSLURM_CONF=%s exec /usr/bin/%s "$@"\n' "$CONF" "$c" >"$bin/$c"
+    else
+      printf '#!/bin/sh\nexec chroot %s env SLURM_CONF=%s /usr/bin/%s "$@"\n' "$ROOT" "$CONF" "$c" >"$bin/$c"
+    fi
+    chmod +x "$bin/$c"
+  done
+  cat >"$STATE_ROOT/slurm-$VERSION.env" <<ENV
+SLURMRESTD_URL_$v=http://127.0.0.1:$RESTD_PORT
+SLURM_JWT_$v=$(cat "$HOST_STATE/token")
+SLURM_JWT_FILE_$v=$HOST_STATE/token
+SLURM_JWT_KEY_$v=$HOST_STATE/jwt.key
+SLURM_USER_$v=$TOKEN_USER
+SLURM_BIN_$v=$bin
+SLURM_CONF_$v=$HOST_STATE/slurm.conf
+SLURM_LOGS_$v=$HOST_STATE/log
+ENV
+}
+
+stop_daemons() {
+  local pids
+  pids="$(pgrep -f -- "(slurmctld|slurmd|slurmrestd) -f $CONF" || true)"
+  if [[ -n "$pids" ]]; then
+    log "stopping $(wc -w <<<"$pids") daemons"
+    kill $pids 2>/dev/null || true
+    for _ in $(seq 50); do
+      pids="$(pgrep -f -- "(slurmctld|slurmd|slurmrestd) -f $CONF" || true)"
+      [[ -z "$pids" ]] && break
+      sleep 0.2
+    done
+    [[ -z "$pids" ]] || kill -9 $pids 2>/dev/null || true
+  fi
+  if [[ -n "$ROOT" ]]; then
+    mountpoint -q "$ROOT/dev" && umount -l "$ROOT/dev" || true
+    mountpoint -q "$ROOT/proc" && umount -l "$ROOT/proc" || true
+  fi
+  rm -f "$STATE_ROOT/slurm-$VERSION.env"
+}
+
+case "$ACTION" in
+  install) install_slurm ;;
+  up)
+    install_slurm
+    start_munge
+    [[ -f "$HOST_STATE/slurm.conf" && -n "$(pids_of "slurmctld -f $CONF")" ]] || write_config
+    start_daemons
+    wait_ready
+    write_env
+    log "ready: slurmrestd http://127.0.0.1:$RESTD_PORT, partition $PARTITION, nodes ${NODES[*]}"
+    ;;
+  down) stop_daemons ;;
+  status)
+    echo "== Slurm $VERSION ($CLUSTER): $(pids_of "(slurmctld|slurmd|slurmrestd) -f $CONF" | wc -l) daemons"
+    if [[ -n "$(pids_of "slurmctld -f $CONF")" ]]; then in_root sinfo || true; fi
+    ;;
+  *) die "unknown action $ACTION" ;;
+esac
