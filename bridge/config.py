@@ -1,0 +1,179 @@
+"""Bridge configuration: one YAML file, overridden by SLURM_BRIDGE_* environment variables.
+
+Precedence, highest first: environment, YAML file, defaults. Nested fields use ``__`` in variable
+names, e.g. ``SLURM_BRIDGE_SLURM__URL`` or ``SLURM_BRIDGE_LEADER_ELECTION__LEASE_NAME``. List fields
+take JSON (``'["a","b"]'``) or a comma-separated string (``a,b``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge import wellknown
+
+ENV_PREFIX = "SLURM_BRIDGE_"
+
+# The cluster id ends up inside every job marker: keep it one plain token.
+_CLUSTER_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class ConfigError(Exception):
+    """The configuration file or environment cannot be turned into a BridgeConfig."""
+
+
+class PlaceholderMode(enum.StrEnum):
+    """How the placeholder job holds its allocation.
+
+    batch: a batch script that sleeps and ends with the pod's outcome when signalled;
+    external: an EXTERNAL_JOB allocation that launches nothing (REST API v0.0.43+);
+    auto: external where the server supports it, batch otherwise (decided by the Slurm client).
+    """
+
+    BATCH = "batch"
+    EXTERNAL = "external"
+    AUTO = "auto"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SlurmConfig(_Section):
+    url: str = "http://127.0.0.1:6820"
+    user: str = "slurm"
+    # At most one way to authenticate. A static token cannot rotate: prefer token_file (re-read on
+    # every use) or jwt_key_file (the bridge mints short-lived tokens itself).
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    jwt_key_file: Path | None = None
+    api_version: str | None = Field(default=None, pattern=r"^v\d+\.\d+\.\d+$")  # None: negotiate
+    partition: str = Field(default=wellknown.DEFAULT_PARTITION, min_length=1)
+    default_time_limit_minutes: int | None = Field(default=None, ge=1)  # None: partition default
+    placeholder_mode: PlaceholderMode = PlaceholderMode.AUTO
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        given = [name for name in ("token", "token_file", "jwt_key_file") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set only one of token, token_file, jwt_key_file (got {', '.join(given)})")
+        return self
+
+
+class KubernetesConfig(_Section):
+    kubeconfig: Path | None = None  # None: in-cluster config, then the default kubeconfig
+
+
+class LeaderElectionConfig(_Section):
+    enabled: bool = True
+    lease_name: str = Field(default="slurm-bridge", min_length=1)
+    lease_namespace: str = Field(default="slurm-bridge-system", min_length=1)
+    lease_duration_seconds: float = Field(default=15.0, gt=0)
+    renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    retry_period_seconds: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> Self:
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError("need retry_period_seconds < renew_deadline_seconds < lease_duration_seconds")
+        return self
+
+
+class BridgeConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    scheduler_name: str = Field(default=wellknown.DEFAULT_SCHEDULER_NAME, min_length=1)
+    # Pods of our scheduler outside these namespaces are refused (event + PodScheduled=False).
+    namespaces: Annotated[tuple[str, ...], NoDecode] = (wellknown.DEFAULT_NAMESPACE,)
+    # Kubernetes label selector (kubectl syntax) for the nodes the bridge may bind to; "" = all.
+    node_selector: str = ""
+    # Node label holding the Slurm node name; None: the Kubernetes node name is the Slurm node name.
+    node_name_label: str | None = None
+    # Written into every job marker, so bridges of two clusters sharing one Slurm never touch each
+    # other's jobs. Set it whenever a Slurm cluster serves more than one Kubernetes cluster.
+    cluster_id: str = Field(default="default", pattern=_CLUSTER_ID)
+
+    slurm: SlurmConfig = SlurmConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    poll_interval_seconds: float = Field(default=2.0, gt=0)  # Slurm job cache refresh
+    resync_interval_seconds: float = Field(default=300.0, gt=0)  # level-based full re-reconcile
+    workers: int = Field(default=4, ge=1)
+    leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    metrics_listen_address: str = "0.0.0.0:8080"
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces_are_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [ns for ns in value if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", ns)]
+        if bad:
+            raise ValueError(f"not namespace names: {', '.join(map(repr, bad))}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_config passes the YAML file's content as init values; the environment beats it.
+        return env_settings, init_settings
+
+    def namespace_allowed(self, namespace: str) -> bool:
+        return namespace in self.namespaces
+
+
+def load_config(path: Path | None = None) -> BridgeConfig:
+    """Read `path` (YAML mapping; optional) and the environment into a validated BridgeConfig."""
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
+        file_values = loaded
+    try:
+        return BridgeConfig(**file_values)
+    except ValidationError as exc:
+        where = f"config file {path} or " if path is not None else ""
+        raise ConfigError(f"invalid configuration (from {where}{ENV_PREFIX}* variables):\n{exc}") from exc
