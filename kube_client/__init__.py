@@ -1,0 +1,103 @@
+"""Kubernetes I/O for the bridge: the one package that talks to the API server (via kubernetes.aio).
+
+Objects are raw JSON dicts exactly as the API returns them (camelCase). Errors are one typed tree
+rooted at `KubeError`. Read state from an `Informer`'s cache; write with `KubeClient`.
+"""
+
+from ._client import DEFAULT_FIELD_MANAGER, KubeClient, ObjectList, PatchType, utc_now_rfc3339
+from ._errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    KubeApiError,
+    KubeError,
+    KubeTransportError,
+    NotFound,
+    ServerError,
+    TooManyRequests,
+    Unauthorized,
+    error_from_response,
+    error_from_status,
+    translate_api_exception,
+)
+from ._events import NORMAL, WARNING, EventRecorder, EventSink, involved_object_reference
+from ._informer import (
+    ChangeHandler,
+    ChangePredicate,
+    IndexFunc,
+    Informer,
+    InformerStats,
+    ObjectSource,
+    field_index,
+    label_index,
+)
+from ._leader import LeaderElectionConfig, LeaderElector, LeadershipLost, LeaseStore
+from ._resources import (
+    CUSTOM_RESOURCE_DEFINITIONS,
+    EVENTS,
+    LEASES,
+    NAMESPACES,
+    NODES,
+    PODS,
+    KubeObject,
+    ResourceRef,
+    object_key,
+    split_key,
+)
+from ._watch import WatchEvent, WatchStream
+
+__all__ = [
+    "CUSTOM_RESOURCE_DEFINITIONS",
+    "DEFAULT_FIELD_MANAGER",
+    "EVENTS",
+    "LEASES",
+    "NAMESPACES",
+    "NODES",
+    "NORMAL",
+    "PODS",
+    "WARNING",
+    "AlreadyExists",
+    "BadRequest",
+    "ChangeHandler",
+    "ChangePredicate",
+    "Conflict",
+    "EventRecorder",
+    "EventSink",
+    "Forbidden",
+    "Gone",
+    "IndexFunc",
+    "Informer",
+    "InformerStats",
+    "Invalid",
+    "KubeApiError",
+    "KubeClient",
+    "KubeError",
+    "KubeObject",
+    "KubeTransportError",
+    "LeaderElectionConfig",
+    "LeaderElector",
+    "LeadershipLost",
+    "LeaseStore",
+    "NotFound",
+    "ObjectList",
+    "ObjectSource",
+    "PatchType",
+    "ResourceRef",
+    "ServerError",
+    "TooManyRequests",
+    "Unauthorized",
+    "WatchEvent",
+    "WatchStream",
+    "error_from_response",
+    "error_from_status",
+    "field_index",
+    "involved_object_reference",
+    "label_index",
+    "object_key",
+    "split_key",
+    "translate_api_exception",
+    "utc_now_rfc3339",
+]
