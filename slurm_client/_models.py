@@ -85,6 +85,7 @@ class JobUpdate(_Frozen):
     comment: str | None = None
     min_nodes: int | None = None
     excluded_nodes: list[str] | None = None
+    admin_comment: str | None = None  # added by the client; not on v0.0.38
 
 
 class Job(_Frozen):
@@ -109,6 +110,12 @@ class Job(_Frozen):
     exit_code: int | None = None
     exit_signal: int | None = None
     batch: bool | None = None
+    # Added by the client (defaults keep older callers working):
+    job_flags: frozenset[str] = frozenset()  # Slurm's job flags, e.g. EXTERNAL_JOB
+    state_description: str | None = None  # detail for state_reason, when Slurm gives one
+    cpus: int | None = None
+    tasks: int | None = None
+    working_directory: str | None = None
 
 
 class NodeState(enum.StrEnum):
@@ -186,3 +193,33 @@ class Diag(_Frozen):
 class SubmitResult(_Frozen):
     job_id: int
     warnings: tuple[str, ...] = ()
+
+
+class JobList(_Frozen):
+    """One answer to `list_jobs(update_time=...)`.
+
+    `not_modified` is True when Slurm says no job changed since `update_time` (HTTP 304, or an
+    empty answer flagged as such); `jobs` is then empty and means nothing. Otherwise `jobs` is the
+    FULL list (Slurm never sends only the changed jobs). Pass `next_update_time` as the next
+    call's `update_time`.
+    """
+
+    jobs: tuple[Job, ...] = ()
+    not_modified: bool = False
+    next_update_time: datetime
+
+
+class CancelOutcome(enum.StrEnum):
+    SIGNALLED = "SIGNALLED"  # the cancel/signal was delivered (or queued) by slurmctld
+    ALREADY_FINISHED = "ALREADY_FINISHED"  # the job had already ended; nothing was done
+
+
+class Capabilities(_Frozen):
+    """What the server's API version can do, so callers can choose a path up front."""
+
+    api_version: str  # e.g. "v0.0.42"
+    supports_external_job: bool = False  # JobSpec.script=None submits flags=[EXTERNAL_JOB]
+    supports_node_update: bool = False  # update_node (drain/resume/comment)
+    supports_allocate: bool = False  # allocate (job/allocate)
+    supports_batch_signal: bool = False  # cancel_job(..., batch_only=True) signals only the batch shell
+    supports_admin_comment: bool = False  # JobSpec/JobUpdate admin_comment is accepted

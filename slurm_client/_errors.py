@@ -1,0 +1,243 @@
+"""One exception tree for everything the client raises.
+
+    SlurmError
+    ├── SlurmTransportError          no usable HTTP answer: connect/read failures, timeouts
+    │   └── SlurmTimeout
+    └── SlurmApiError(status, errors) slurmrestd answered, and the answer is a failure
+        ├── NotFound
+        │   ├── JobNotFound
+        │   ├── NodeNotFound
+        │   └── PartitionNotFound
+        ├── AuthError                 bad/expired token, or not allowed
+        ├── InvalidRequest            Slurm rejected what we asked
+        │   └── JobAlreadyFinished
+        ├── ResourcesUnavailable      an immediate allocation could not start now
+        ├── UnsupportedOperation      this API version cannot do it
+        ├── ServerBusy                429/503, or slurmrestd could not reach slurmctld
+        └── MalformedResponse         the answer is not the JSON we expect
+
+Slurm reports most failures inside an HTTP 200 body (`errors[]`), so the class is chosen from the
+Slurm error NUMBER (slurm/slurm_errno.h), never from message text; the HTTP status only decides
+when there is no number. Messages carry the method, path, status and Slurm's own error strings,
+never request headers (the token lives there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmErrorEntry:
+    """One entry of a slurmrestd `errors[]` (or `warnings[]`) list."""
+
+    number: int | None
+    error: str = ""
+    description: str = ""
+    source: str = ""
+
+    def __str__(self) -> str:
+        text = "; ".join(part for part in (self.error, self.description) if part) or "(no message)"
+        return f"[{self.number}] {text}" if self.number is not None else text
+
+
+class SlurmError(Exception):
+    """Base of every error raised by slurm_client."""
+
+
+class SlurmTransportError(SlurmError):
+    """No usable HTTP answer. `sent` is False only when the request surely never reached the server."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class SlurmTimeout(SlurmTransportError):
+    """A connect, read, write or pool timeout."""
+
+
+class SlurmApiError(SlurmError):
+    """slurmrestd answered with a failure. `status` is None for failures decided client-side."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errors: Iterable[SlurmErrorEntry] = (),
+    ) -> None:
+        self.status = status
+        self.errors: tuple[SlurmErrorEntry, ...] = tuple(errors)
+        detail = "; ".join(str(e) for e in self.errors)
+        full = message
+        if status is not None:
+            full += f" (HTTP {status})"
+        if detail:
+            full += f": {detail}"
+        super().__init__(full)
+
+    @property
+    def error_numbers(self) -> tuple[int, ...]:
+        return tuple(e.number for e in self.errors if e.number is not None)
+
+
+class NotFound(SlurmApiError):
+    """The job, node or partition named in the request does not exist (any more)."""
+
+
+class JobNotFound(NotFound):
+    pass
+
+
+class NodeNotFound(NotFound):
+    pass
+
+
+class PartitionNotFound(NotFound):
+    pass
+
+
+class AuthError(SlurmApiError):
+    """The token is missing, invalid or expired, or the user may not do this."""
+
+
+class InvalidRequest(SlurmApiError):
+    """Slurm refused the request as asked (bad field, limit, state transition...)."""
+
+
+class JobAlreadyFinished(InvalidRequest):
+    """The job has already ended, so it can no longer be changed."""
+
+
+class ResourcesUnavailable(SlurmApiError):
+    """An allocation asked to start immediately could not get its resources now."""
+
+
+class UnsupportedOperation(SlurmApiError):
+    """The server's API version (or its configuration) cannot perform this operation."""
+
+
+class ServerBusy(SlurmApiError):
+    """Try again later: rate limited, unavailable, or slurmrestd could not reach slurmctld."""
+
+
+class MalformedResponse(SlurmApiError):
+    """The body could not be decoded as the JSON shape this API version promises."""
+
+
+# --- Translation of slurmrestd answers into the tree above --------------------------------------
+
+# What a request is about, so that "invalid job id" on GET job/5 becomes JobNotFound while the same
+# number on a submit stays an InvalidRequest.
+TARGET_JOB = "job"
+TARGET_NODE = "node"
+TARGET_PARTITION = "partition"
+
+_NOT_FOUND_NUMBERS: dict[int, tuple[str, type[NotFound]]] = {
+    2017: (TARGET_JOB, JobNotFound),  # ESLURM_INVALID_JOB_ID
+    2018: (TARGET_NODE, NodeNotFound),  # ESLURM_INVALID_NODE_NAME
+    2000: (TARGET_PARTITION, PartitionNotFound),  # ESLURM_INVALID_PARTITION_NAME
+}
+_AUTH_NUMBERS = frozenset(
+    {1007, 2002, 9008}  # PROTOCOL_AUTHENTICATION_ERROR, ACCESS_DENIED, REST_AUTH_FAIL
+    | set(range(6000, 6012))  # ESLURM_AUTH_*
+)
+_UNSUPPORTED_NUMBERS = frozenset({2036, 2037, 9007})  # NOT_SUPPORTED, DISABLED, REST_UNKNOWN_URL_METHOD
+# slurmrestd could not talk to slurmctld, or slurmctld is not the one in charge.
+_BUSY_NUMBERS = frozenset(
+    {1001, 1002, 1003, 1004, 1019, 1020, 1021, 1022, 1023, 1024, 1025}
+    | set(range(1800, 1806))
+    | {2027, 2131, 5004}  # IN_STANDBY_MODE, IN_STANDBY_USE_BACKUP, SOCKET_IMPL_TIMEOUT
+)
+# Numbers that prove slurmctld never acted on the request: a submit may be sent again.
+NOT_PROCESSED_NUMBERS = frozenset({1001, 1800, 2027, 2131})
+ALREADY_DONE = 2021  # ESLURM_ALREADY_DONE
+JOB_HELD = 2042  # ESLURM_JOB_HELD: a harmless note on a submit with hold=true
+CAN_NOT_START_IMMEDIATELY = 2078
+
+
+def _class_for_number(number: int, target: str | None) -> type[SlurmApiError]:
+    if number in _NOT_FOUND_NUMBERS:
+        kind, cls = _NOT_FOUND_NUMBERS[number]
+        return cls if kind == target else InvalidRequest
+    if number in _AUTH_NUMBERS:
+        return AuthError
+    if number in _UNSUPPORTED_NUMBERS:
+        return UnsupportedOperation
+    if number in _BUSY_NUMBERS:
+        return ServerBusy
+    if number == ALREADY_DONE:
+        return JobAlreadyFinished
+    if number == CAN_NOT_START_IMMEDIATELY:
+        return ResourcesUnavailable
+    if 2000 <= number < 3000 or 9000 <= number < 10000:
+        return InvalidRequest
+    return SlurmApiError
+
+
+def _class_for_status(status: int, target: str | None) -> type[SlurmApiError]:
+    if status in (401, 403):
+        return AuthError
+    if status == 404:
+        by_target: dict[str | None, type[SlurmApiError]] = {
+            TARGET_JOB: JobNotFound,
+            TARGET_NODE: NodeNotFound,
+            TARGET_PARTITION: PartitionNotFound,
+        }
+        return by_target.get(target, UnsupportedOperation)
+    if status in (405, 501):
+        return UnsupportedOperation
+    if status in (408, 429, 502, 503, 504):
+        return ServerBusy
+    if status in (400, 413, 415, 422):
+        return InvalidRequest
+    return SlurmApiError
+
+
+def error_for_reply(
+    *,
+    what: str,
+    status: int,
+    errors: tuple[SlurmErrorEntry, ...],
+    target: str | None,
+    benign: frozenset[int] = frozenset(),
+) -> SlurmApiError | None:
+    """The exception a reply stands for, or None when it is a success.
+
+    Any `errors[]` entry not listed in `benign` makes the reply a failure, even with HTTP 200 and
+    even without an error number: an unexplained error is never read as success.
+    """
+    significant = tuple(e for e in errors if e.number is None or e.number not in benign)
+    if not significant and 200 <= status < 300:
+        return None
+    cls: type[SlurmApiError] = SlurmApiError
+    for entry in significant:
+        if entry.number:
+            candidate = _class_for_number(entry.number, target)
+            if candidate is not SlurmApiError:
+                cls = candidate
+                break
+    if cls is SlurmApiError and not 200 <= status < 300:
+        cls = _class_for_status(status, target)
+    return cls(what, status=status, errors=significant or errors)
+
+
+def was_not_processed(exc: SlurmError) -> bool:
+    """True when the failure proves slurmctld never acted on the request (safe to send again)."""
+    if isinstance(exc, SlurmTransportError):
+        return not exc.sent
+    if isinstance(exc, ServerBusy):
+        return exc.status == 429 or bool(set(exc.error_numbers) & NOT_PROCESSED_NUMBERS)
+    return False
+
+
+def is_transient(exc: SlurmError) -> bool:
+    """True for failures worth retrying when the request is idempotent."""
+    if isinstance(exc, SlurmTransportError | ServerBusy | MalformedResponse):
+        return True
+    # A bare 5xx with no Slurm error number: slurmrestd had a hiccup.
+    return (
+        type(exc) is SlurmApiError and exc.status is not None and exc.status >= 500 and not exc.error_numbers
+    )
