@@ -375,7 +375,10 @@ class _OptionReader:
         return self.parsed(option, whole_number, f"a whole number >= {minimum}")
 
     def boolean(self, option: JobOption) -> bool | None:
-        return self.parsed(option, {"true": True, "false": False}.get, '"true" or "false"')
+        def true_or_false(value: str) -> bool | None:
+            return {"true": True, "false": False}.get(value.lower())
+
+        return self.parsed(option, true_or_false, '"true" or "false"')
 
 
 def _plain_text(value: str) -> str | None:

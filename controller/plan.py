@@ -153,18 +153,13 @@ def plan_pod(observed: PodObservation, config: BridgeConfig) -> list[Action]:
             mine.append((job, marker))
         elif _active(job):
             why = f"Slurm job {job.job_id} belongs to an earlier pod of this name (uid {marker.pod_uid})"
-            actions += [
-                _cancel(job, JobOutcome.CANCEL, why),
-                RecordEvent(Reason.STALE_JOB, f"cancelling: {why}"),
-            ]
+            actions += _cancel_unwanted(job, Reason.STALE_JOB, why)
 
     primary, duplicates = _primary_job(mine, pod.labelled_job_id)
     for job in duplicates:
-        why = f"Slurm job {job.job_id} duplicates Slurm job {primary[0].job_id if primary else '?'}"
-        actions += [
-            _cancel(job, JobOutcome.CANCEL, why),
-            RecordEvent(Reason.DUPLICATE_JOB, f"cancelling: {why}"),
-        ]
+        kept = primary[0].job_id if primary is not None else None
+        why = f"Slurm job {job.job_id} duplicates job {kept}"
+        actions += _cancel_unwanted(job, Reason.DUPLICATE_JOB, why)
 
     if pod.is_terminal:
         return actions + _release_for_terminal_pod(pod, primary)
@@ -208,9 +203,7 @@ def _plan_live_pod(
 ) -> list[Action]:
     if primary is None:
         if pod.labelled_job_id is not None:
-            message = (
-                f"Slurm job {pod.labelled_job_id} is gone from slurmctld (purged before its end was seen)"
-            )
+            message = f"Slurm job {pod.labelled_job_id} left slurmctld before its end was seen"
             return _delete_pod(Reason.JOB_VANISHED, message)
         if pod.is_bound:
             return []  # bound by someone else (e.g. spec.nodeName set by hand): not ours to manage
@@ -326,11 +319,8 @@ def _delete_pod(reason: Reason, message: str) -> list[Action]:
 def _set_pending(pod: PodInfo, reason: Reason, message: str, *, warning: bool = False) -> list[Action]:
     """PodScheduled=False with this reason and message, plus an event - only when it changes."""
     current = pod.condition(CONDITION_POD_SCHEDULED)
-    if current is not None and (current.status, current.reason, current.message) == (
-        "False",
-        reason,
-        message,
-    ):
+    shown = (current.status, current.reason, current.message) if current is not None else None
+    if shown == ("False", reason, message):
         return []
     return [SetPendingReason(reason, message), RecordEvent(reason, message, warning)]
 
