@@ -34,7 +34,7 @@ CTLD_PORT=$BASE_PORT
 RESTD_PORT=$((BASE_PORT + 50))
 CLUSTER="tb${VERSION/./}"
 # Path of the cluster's state as seen by its daemons (inside the chroot for chroot versions).
-if [[ -z "$ROOT" ]]; then IN="$STATE_ROOT/slurm/$VERSION"; else IN="/srv/bridge-testbed"; fi
+if [[ -z "$ROOT" ]]; then IN="$STATE_ROOT/slurm/$VERSION"; else IN="/srv/bridge-testbed-$VERSION"; fi
 HOST_STATE="$ROOT$IN"
 CONF="$IN/slurm.conf"
 
