@@ -325,7 +325,7 @@ class SlurmClient:
         return AsyncRetrying(
             stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline),
             wait=wait_exponential_jitter(
-                initial=policy.initial_backoff, max=policy.max_backoff, jitter=policy.jitter
+                multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.jitter
             ),
             retry=retry_if_exception(retryable),
             reraise=True,

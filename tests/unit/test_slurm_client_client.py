@@ -1,0 +1,580 @@
+"""SlurmClient over respx: version discovery, every operation's HTTP, and every fault."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from slurm_client import (
+    AuthError,
+    CancelOutcome,
+    InvalidRequest,
+    JobNotFound,
+    JobSpec,
+    JobState,
+    JobUpdate,
+    MalformedResponse,
+    NodeNotFound,
+    NodeUpdate,
+    PartitionNotFound,
+    ResourcesUnavailable,
+    RetryPolicy,
+    ServerBusy,
+    SlurmApi,
+    SlurmApiError,
+    SlurmClient,
+    SlurmTimeout,
+    SlurmTransportError,
+    StaticTokenAuth,
+    UnsupportedOperation,
+)
+
+URL = "http://slurmrestd.test"
+FIXTURES = Path(__file__).parent / "slurm_fixtures"
+SPEC = JobSpec(name="pod-a", partition="slurm-bridge", script="#!/bin/sh\ntrue\n")
+
+
+def fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def make_client(version: str | None = "v0.0.42", **kwargs: Any) -> SlurmClient:
+    kwargs.setdefault("retry", RetryPolicy(attempts=4, deadline=5.0))
+    return SlurmClient(
+        URL, auth=StaticTokenAuth("slurm", "secret-token"), api_version=version, sleep=no_sleep, **kwargs
+    )
+
+
+@pytest.fixture
+async def v42() -> AsyncIterator[SlurmClient]:
+    async with make_client("v0.0.42") as client:
+        yield client
+
+
+@pytest.fixture
+async def v38() -> AsyncIterator[SlurmClient]:
+    async with make_client("v0.0.38") as client:
+        yield client
+
+
+def ok(body: dict[str, Any] | None = None, status: int = 200) -> httpx.Response:
+    return httpx.Response(status, json={"errors": [], "warnings": [], **(body or {})})
+
+
+def slurm_error(number: int, text: str, status: int = 500) -> httpx.Response:
+    return httpx.Response(
+        status, json={"errors": [{"error_number": number, "error": text, "description": "", "source": "x"}]}
+    )
+
+
+# --- discovery ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec_file", "version"),
+    [
+        pytest.param("v0038_openapi_paths.json", "v0.0.38", id="slurm-22.05"),
+        pytest.param("v0042_openapi_paths.json", "v0.0.42", id="slurm-24.11"),
+        pytest.param("v0045_openapi_paths.json", "v0.0.45", id="slurm-26.05"),
+    ],
+)
+@respx.mock
+async def test_discovery_picks_newest_supported(spec_file: str, version: str) -> None:
+    respx.get(f"{URL}/openapi/v3").mock(return_value=httpx.Response(200, json=fixture(spec_file)))
+    async with make_client(None) as client:
+        assert client.api_version == version
+        assert isinstance(client, SlurmApi)
+
+
+@respx.mock
+async def test_discovery_without_usable_version() -> None:
+    respx.get(f"{URL}/openapi/v3").mock(
+        return_value=httpx.Response(200, json={"paths": {"/slurm/v0.0.35/jobs": {"get": {}}}})
+    )
+    client = make_client(None)
+    with pytest.raises(UnsupportedOperation, match=r"offers v0\.0\.35"):
+        await client.__aenter__()
+    assert client.closed
+
+
+@respx.mock
+async def test_discovery_falls_back_to_openapi_json() -> None:
+    respx.get(f"{URL}/openapi/v3").mock(return_value=httpx.Response(404, text="not found"))
+    respx.get(f"{URL}/openapi.json").mock(
+        return_value=httpx.Response(200, json=fixture("v0038_openapi_paths.json"))
+    )
+    async with make_client(None) as client:
+        assert client.api_version == "v0.0.38"
+
+
+@respx.mock
+async def test_configured_version_skips_discovery() -> None:
+    spec_route = respx.get(f"{URL}/openapi/v3")
+    async with make_client("v0.0.41") as client:
+        assert client.capabilities.api_version == "v0.0.41"
+        assert client.capabilities.supports_allocate
+    assert not spec_route.called
+
+
+async def test_unsupported_configured_version() -> None:
+    with pytest.raises(UnsupportedOperation, match=r"v0\.0\.39"):
+        async with make_client("v0.0.39"):
+            pass
+
+
+async def test_capabilities_need_discovery() -> None:
+    client = make_client("v0.0.42")
+    with pytest.raises(RuntimeError):
+        _ = client.capabilities
+    await client.aclose()
+    assert client.closed
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+@respx.mock
+async def test_headers_and_pooling(v42: SlurmClient) -> None:
+    route = respx.get(f"{URL}/slurm/v0.0.42/ping/").mock(
+        return_value=httpx.Response(200, json=fixture("v0042_ping.json"))
+    )
+    for _ in range(3):
+        await v42.ping()
+    request = route.calls.last.request
+    assert request.headers["X-SLURM-USER-NAME"] == "slurm"
+    assert request.headers["X-SLURM-USER-TOKEN"] == "secret-token"
+    assert route.call_count == 3
+
+
+@respx.mock
+async def test_list_jobs_full_then_not_modified_304(v38: SlurmClient) -> None:
+    route = respx.get(f"{URL}/slurm/v0.0.38/jobs").mock(
+        side_effect=[httpx.Response(200, json=fixture("v0038_jobs.json")), httpx.Response(304)]
+    )
+    first = await v38.list_jobs()
+    assert not first.not_modified
+    assert [j.job_id for j in first.jobs] == [1]
+    assert first.next_update_time <= datetime.now(UTC)
+    second = await v38.list_jobs(update_time=first.next_update_time)
+    assert second.not_modified
+    assert second.jobs == ()
+    assert route.calls.last.request.url.params["update_time"] == str(int(first.next_update_time.timestamp()))
+
+
+@respx.mock
+async def test_list_jobs_unchanged_warning_is_not_modified(v42: SlurmClient) -> None:
+    respx.get(f"{URL}/slurm/v0.0.42/jobs/").mock(
+        return_value=httpx.Response(200, json=fixture("v0042_jobs_unchanged.json"))
+    )
+    result = await v42.list_jobs(update_time=1795441170)
+    assert result.not_modified
+
+
+@respx.mock
+async def test_list_jobs_really_empty_is_not_not_modified(v42: SlurmClient) -> None:
+    respx.get(f"{URL}/slurm/v0.0.42/jobs/").mock(return_value=ok({"jobs": []}))
+    result = await v42.list_jobs(update_time=1795441170)
+    assert not result.not_modified
+    assert result.jobs == ()
+
+
+async def test_list_jobs_needs_aware_datetime(v42: SlurmClient) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await v42.list_jobs(update_time=datetime(2026, 1, 1))
+
+
+@respx.mock
+async def test_get_job(v42: SlurmClient) -> None:
+    body = fixture("v0042_jobs.json")
+    body["jobs"] = [body["jobs"][0]]
+    respx.get(f"{URL}/slurm/v0.0.42/job/11").mock(return_value=httpx.Response(200, json=body))
+    job = await v42.get_job(11)
+    assert job.state is JobState.RUNNING
+    assert job.nodes == ("slurm-bridge-0", "slurm-bridge-1")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param(
+            httpx.Response(500, json=fixture("v0038_job_not_found.json")), id="recorded-2017-in-500"
+        ),
+        pytest.param(slurm_error(2017, "Invalid job id specified", status=200), id="2017-in-200"),
+        pytest.param(ok({"jobs": []}), id="empty-list-in-200"),
+        pytest.param(httpx.Response(404, text="Not Found"), id="http-404"),
+    ],
+)
+@respx.mock
+async def test_job_not_found_is_never_success(v38: SlurmClient, response: httpx.Response) -> None:
+    respx.get(f"{URL}/slurm/v0.0.38/job/999999").mock(return_value=response)
+    with pytest.raises(JobNotFound):
+        await v38.get_job(999999)
+
+
+@respx.mock
+async def test_node_and_partition_not_found(v38: SlurmClient) -> None:
+    respx.get(f"{URL}/slurm/v0.0.38/node/nope").mock(
+        return_value=httpx.Response(500, json=fixture("v0038_node_not_found.json"))
+    )
+    respx.get(f"{URL}/slurm/v0.0.38/partition/nope").mock(
+        return_value=httpx.Response(500, json=fixture("v0038_partition_not_found.json"))
+    )
+    with pytest.raises(NodeNotFound):
+        await v38.get_node("nope")
+    with pytest.raises(PartitionNotFound):
+        await v38.get_partition("nope")
+
+
+@respx.mock
+async def test_nodes_partitions_diag(v42: SlurmClient) -> None:
+    respx.get(f"{URL}/slurm/v0.0.42/nodes/").mock(
+        return_value=httpx.Response(200, json=fixture("v0042_nodes.json"))
+    )
+    respx.get(f"{URL}/slurm/v0.0.42/partitions/").mock(
+        return_value=httpx.Response(200, json=fixture("v0042_partitions.json"))
+    )
+    respx.get(f"{URL}/slurm/v0.0.42/diag/").mock(
+        return_value=httpx.Response(200, json=fixture("v0042_diag.json"))
+    )
+    assert len(await v42.list_nodes()) == 4
+    assert [p.name for p in await v42.list_partitions()] == ["slurm-bridge", "nodeset"]
+    assert (await v42.diag()).jobs_submitted == 15
+
+
+# --- faults on idempotent calls: bounded retries --------------------------------------------------
+
+
+def sequence(*steps: httpx.Response | Exception) -> Callable[[httpx.Request], httpx.Response]:
+    remaining = list(steps)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        step = remaining.pop(0) if len(remaining) > 1 else remaining[0]
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    return answer
+
+
+PING_OK = httpx.Response(200, json=fixture("v0042_ping.json"))
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param(httpx.ReadTimeout("read timed out"), id="read-timeout"),
+        pytest.param(httpx.ConnectTimeout("connect timed out"), id="connect-timeout"),
+        pytest.param(httpx.ConnectError("connection refused"), id="connect-refused"),
+        pytest.param(httpx.RemoteProtocolError("peer closed"), id="protocol-error"),
+        pytest.param(httpx.Response(503, text="busy"), id="http-503"),
+        pytest.param(httpx.Response(502, text="bad gateway"), id="http-502"),
+        pytest.param(httpx.Response(429, text="slow down"), id="http-429"),
+        pytest.param(httpx.Response(500, text="oops"), id="bare-500"),
+        pytest.param(slurm_error(1800, "Unable to contact slurm controller"), id="slurmctld-unreachable"),
+        pytest.param(httpx.Response(200, text="{not json"), id="malformed-json"),
+    ],
+)
+@respx.mock
+async def test_get_retries_transient_faults(v42: SlurmClient, first: httpx.Response | Exception) -> None:
+    route = respx.get(f"{URL}/slurm/v0.0.42/ping/").mock(side_effect=sequence(first, PING_OK))
+    pings = await v42.ping()
+    assert pings[0].responding
+    assert route.call_count == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "raised"),
+    [
+        pytest.param(httpx.ReadTimeout("read timed out"), SlurmTimeout, id="timeout"),
+        pytest.param(httpx.ConnectError("refused"), SlurmTransportError, id="connect"),
+        pytest.param(httpx.Response(503, text="busy"), ServerBusy, id="http-503"),
+        pytest.param(httpx.Response(200, text="<html>"), MalformedResponse, id="malformed"),
+        pytest.param(httpx.Response(200, json=["not", "an", "object"]), MalformedResponse, id="wrong-shape"),
+    ],
+)
+@respx.mock
+async def test_retries_are_bounded(
+    v42: SlurmClient, fault: httpx.Response | Exception, raised: type[Exception]
+) -> None:
+    route = respx.get(f"{URL}/slurm/v0.0.42/ping/").mock(side_effect=sequence(fault))
+    with pytest.raises(raised):
+        await v42.ping()
+    assert route.call_count == 4
+
+
+@pytest.mark.parametrize(
+    ("response", "raised"),
+    [
+        pytest.param(httpx.Response(401, text="Authentication failure"), AuthError, id="expired-token"),
+        pytest.param(
+            slurm_error(2002, "Access/permission denied", status=200), AuthError, id="denied-in-200"
+        ),
+        pytest.param(
+            slurm_error(9001, "Unable to parse query", status=400), InvalidRequest, id="bad-request"
+        ),
+        pytest.param(
+            httpx.Response(200, json={"pings": [], "errors": [{"error": "unexplained"}]}),
+            SlurmApiError,
+            id="unnumbered-error-in-200",
+        ),
+    ],
+)
+@respx.mock
+async def test_permanent_failures_are_not_retried(
+    v42: SlurmClient, response: httpx.Response, raised: type[Exception]
+) -> None:
+    route = respx.get(f"{URL}/slurm/v0.0.42/ping/").mock(return_value=response)
+    with pytest.raises(raised):
+        await v42.ping()
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_timeout_is_configured_on_every_request() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return PING_OK
+
+    respx.get(f"{URL}/slurm/v0.0.42/ping/").mock(side_effect=answer)
+    async with make_client("v0.0.42", timeout=2.5) as client:
+        await client.ping()
+    assert seen == [{"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}]
+
+
+# --- submit: never blindly re-sent ----------------------------------------------------------------
+
+SUBMITTED = ok({"job_id": 77, "step_id": "batch", "job_submit_user_msg": ""})
+
+
+@pytest.mark.parametrize(
+    ("first", "calls"),
+    [
+        pytest.param(httpx.ConnectError("refused"), 2, id="connect-refused-resent"),
+        pytest.param(httpx.ConnectTimeout("connect timed out"), 2, id="connect-timeout-resent"),
+        pytest.param(httpx.Response(429, text="slow down"), 2, id="http-429-resent"),
+        pytest.param(
+            slurm_error(1800, "Unable to contact slurm controller"), 2, id="ctld-unreachable-resent"
+        ),
+    ],
+)
+@respx.mock
+async def test_submit_resent_only_when_proven_unsent(
+    v42: SlurmClient, first: httpx.Response | Exception, calls: int
+) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.42/job/submit").mock(side_effect=sequence(first, SUBMITTED))
+    result = await v42.submit_job(SPEC)
+    assert result.job_id == 77
+    assert route.call_count == calls
+
+
+@pytest.mark.parametrize(
+    ("fault", "raised"),
+    [
+        pytest.param(httpx.ReadTimeout("read timed out"), SlurmTimeout, id="read-timeout"),
+        pytest.param(httpx.RemoteProtocolError("peer closed"), SlurmTransportError, id="connection-dropped"),
+        pytest.param(httpx.Response(503, text="busy"), ServerBusy, id="http-503"),
+        pytest.param(httpx.Response(500, text="oops"), SlurmApiError, id="bare-500"),
+        pytest.param(
+            slurm_error(1802, "Unable to receive from slurm controller"), ServerBusy, id="ctld-receive"
+        ),
+        pytest.param(httpx.Response(200, text="{garbage"), MalformedResponse, id="malformed"),
+    ],
+)
+@respx.mock
+async def test_submit_not_resent_after_ambiguous_failure(
+    v42: SlurmClient, fault: httpx.Response | Exception, raised: type[Exception]
+) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.42/job/submit").mock(side_effect=sequence(fault, SUBMITTED))
+    with pytest.raises(raised):
+        await v42.submit_job(SPEC)
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_held_submit_with_2042_note_succeeds(v38: SlurmClient) -> None:
+    respx.post(f"{URL}/slurm/v0.0.38/job/submit").mock(
+        return_value=httpx.Response(
+            200,
+            json={"job_id": 5, "step_id": "BATCH", "errors": [{"error_code": 2042, "error": "Job is held"}]},
+        )
+    )
+    result = await v38.submit_job(SPEC.model_copy(update={"hold": True}))
+    assert result.job_id == 5
+    assert result.warnings == ("[2042] Job is held",)
+
+
+@respx.mock
+async def test_2042_on_unheld_submit_is_a_failure(v38: SlurmClient) -> None:
+    respx.post(f"{URL}/slurm/v0.0.38/job/submit").mock(
+        return_value=slurm_error(2042, "Job is held", status=200)
+    )
+    with pytest.raises(InvalidRequest):
+        await v38.submit_job(SPEC)
+
+
+@respx.mock
+async def test_submit_rejected_in_200(v42: SlurmClient) -> None:
+    respx.post(f"{URL}/slurm/v0.0.42/job/submit").mock(
+        return_value=slurm_error(2063, "Job current working directory missing", status=200)
+    )
+    with pytest.raises(InvalidRequest) as caught:
+        await v42.submit_job(SPEC)
+    assert caught.value.error_numbers == (2063,)
+
+
+@respx.mock
+async def test_submit_body_sent(v42: SlurmClient) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.42/job/submit").mock(return_value=SUBMITTED)
+    await v42.submit_job(SPEC)
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["job"]["script"] == "#!/bin/sh\ntrue\n"
+    assert sent["job"]["environment"] == ["PATH=/bin:/usr/bin"]
+
+
+# --- update, cancel, nodes, allocate ----------------------------------------------------------------
+
+
+@respx.mock
+async def test_update_and_hold_release(v42: SlurmClient) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.42/job/11").mock(return_value=ok({"job_id": 11, "results": []}))
+    await v42.hold_job(11)
+    await v42.release_job(11)
+    await v42.update_job(11, JobUpdate(comment="hi"))
+    assert [json.loads(c.request.content) for c in route.calls] == [
+        {"hold": True},
+        {"hold": False},
+        {"comment": "hi"},
+    ]
+
+
+@respx.mock
+async def test_update_failure_in_results(v42: SlurmClient) -> None:
+    respx.post(f"{URL}/slurm/v0.0.42/job/11").mock(
+        return_value=ok(
+            {"results": [{"job_id": 11, "error_code": 2021, "error": "Job/step already completing"}]}
+        )
+    )
+    with pytest.raises(SlurmApiError) as caught:
+        await v42.update_job(11, JobUpdate(hold=True))
+    assert caught.value.error_numbers == (2021,)
+
+
+@respx.mock
+async def test_update_is_retried_as_idempotent(v42: SlurmClient) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.42/job/11").mock(
+        side_effect=sequence(httpx.ReadTimeout("slow"), ok({"results": []}))
+    )
+    await v42.update_job(11, JobUpdate(hold=True))
+    assert route.call_count == 2
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome"),
+    [
+        pytest.param(ok(), CancelOutcome.SIGNALLED, id="signalled"),
+        pytest.param(
+            slurm_error(2021, "Job/step already completing or completed"),
+            CancelOutcome.ALREADY_FINISHED,
+            id="already-done",
+        ),
+    ],
+)
+@respx.mock
+async def test_cancel_outcomes(v42: SlurmClient, response: httpx.Response, outcome: CancelOutcome) -> None:
+    respx.delete(f"{URL}/slurm/v0.0.42/job/11").mock(return_value=response)
+    assert await v42.cancel_job(11) is outcome
+
+
+@respx.mock
+async def test_cancel_unknown_job(v42: SlurmClient) -> None:
+    respx.delete(f"{URL}/slurm/v0.0.42/job/11").mock(
+        return_value=slurm_error(2017, "Invalid job id specified")
+    )
+    with pytest.raises(JobNotFound):
+        await v42.cancel_job(11)
+
+
+@pytest.mark.parametrize(
+    ("signal", "batch_only", "query"),
+    [
+        pytest.param("SIGUSR1", True, {"signal": "USR1", "flags": "BATCH_JOB"}, id="batch-usr1"),
+        pytest.param(12, False, {"signal": "12"}, id="numeric"),
+        pytest.param(None, False, {}, id="plain-cancel"),
+    ],
+)
+@respx.mock
+async def test_cancel_signal_query(
+    v42: SlurmClient, signal: str | int | None, batch_only: bool, query: dict[str, str]
+) -> None:
+    route = respx.delete(f"{URL}/slurm/v0.0.42/job/11").mock(return_value=ok())
+    await v42.cancel_job(11, signal, batch_only=batch_only)
+    assert dict(route.calls.last.request.url.params) == query
+
+
+@respx.mock
+async def test_node_update_v0042(v42: SlurmClient) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.42/node/slurm-bridge-1").mock(return_value=ok())
+    await v42.drain_node("slurm-bridge-1", "bridge: cordoned")
+    await v42.resume_node("slurm-bridge-1")
+    await v42.update_node("slurm-bridge-1", NodeUpdate(comment="c"))
+    assert [json.loads(c.request.content) for c in route.calls] == [
+        {"state": ["DRAIN"], "reason": "bridge: cordoned"},
+        {"state": ["RESUME"]},
+        {"comment": "c"},
+    ]
+
+
+@respx.mock
+async def test_node_update_unknown_node(v42: SlurmClient) -> None:
+    respx.post(f"{URL}/slurm/v0.0.42/node/nope").mock(
+        return_value=slurm_error(2018, "Invalid node name specified")
+    )
+    with pytest.raises(NodeNotFound):
+        await v42.drain_node("nope", "r")
+
+
+@respx.mock
+async def test_v0038_node_update_unsupported_without_request(v38: SlurmClient) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.38/node/slurm-bridge-1")
+    with pytest.raises(UnsupportedOperation):
+        await v38.drain_node("slurm-bridge-1", "r")
+    with pytest.raises(UnsupportedOperation):
+        await v38.allocate(SPEC)
+    assert not route.called
+
+
+@respx.mock
+async def test_allocate(v42: SlurmClient) -> None:
+    route = respx.post(f"{URL}/slurm/v0.0.42/job/allocate").mock(
+        side_effect=sequence(
+            slurm_error(2078, "Job can not start immediately", status=200), ok({"job_id": 9})
+        )
+    )
+    with pytest.raises(ResourcesUnavailable):
+        await v42.allocate(SPEC)
+    assert (await v42.allocate(SPEC)).job_id == 9
+    assert route.call_count == 2
+    assert route.calls.last.request.extensions["timeout"]["read"] == 60.0
+
+
+@respx.mock
+async def test_closed_after_context() -> None:
+    respx.get(f"{URL}/slurm/v0.0.42/ping/").mock(return_value=PING_OK)
+    async with make_client("v0.0.42") as client:
+        await client.ping()
+        assert not client.closed
+    assert client.closed
