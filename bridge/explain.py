@@ -15,7 +15,7 @@ import yaml
 
 from bridge.config import BridgeConfig
 from bridge.objects import PodInfo
-from bridge.translate import TranslationError, Verdict, job_spec_for, select_pod
+from bridge.translate import TranslationError, job_spec_for, namespace_refusal
 from slurm_client._models import JobSpec
 
 # kind -> path from the object to its pod template
@@ -162,15 +162,15 @@ def _explain_pod(kind: str, pod_object: Mapping[str, Any], config: BridgeConfig)
         notes.append(f"no namespace given; assuming {config.namespaces[0]!r}")
     pod = PodInfo.from_api(pod_object)
     source = f"{kind} {pod.key}"
-    selection = select_pod(pod, config)
-    if selection.verdict is Verdict.NOT_OURS:
+    if pod.scheduler_name != config.scheduler_name:
         current = repr(pod.scheduler_name) if pod.scheduler_name else "not set"
         notes.append(
             f"spec.schedulerName is {current}; the bridge only takes pods with "
             f"schedulerName {config.scheduler_name!r}"
         )
-    elif selection.verdict is Verdict.REFUSE:
-        notes.append(selection.message)
+    refusal = namespace_refusal(pod, config)
+    if refusal is not None:
+        notes.append(refusal)
     try:
         return PodExplanation(source, pod, spec=job_spec_for(pod, config), notes=tuple(notes))
     except TranslationError as error:

@@ -99,15 +99,21 @@ def select_pod(pod: PodInfo, config: BridgeConfig) -> Selection:
         return Selection(Verdict.NOT_OURS)
     if pod.is_bound or pod.is_deleting or pod.is_terminal:
         return Selection(Verdict.SETTLED)
-    if not config.namespace_allowed(pod.namespace):
-        allowed = ", ".join(config.namespaces) or "none"
-        return Selection(
-            Verdict.REFUSE,
-            Reason.NAMESPACE_NOT_ALLOWED,
-            f"namespace {pod.namespace!r} is not allowed for scheduler {config.scheduler_name!r} "
-            f"(allowed: {allowed}); the pod will not be scheduled",
-        )
+    refusal = namespace_refusal(pod, config)
+    if refusal is not None:
+        return Selection(Verdict.REFUSE, Reason.NAMESPACE_NOT_ALLOWED, refusal)
     return Selection(Verdict.SUBMIT)
+
+
+def namespace_refusal(pod: PodInfo, config: BridgeConfig) -> str | None:
+    """Why the pod's namespace keeps it from Slurm, or None when the namespace is allowed."""
+    if config.namespace_allowed(pod.namespace):
+        return None
+    allowed = ", ".join(config.namespaces) or "none"
+    return (
+        f"namespace {pod.namespace!r} is not allowed for scheduler {config.scheduler_name!r} "
+        f"(allowed: {allowed}); the pod will not be scheduled"
+    )
 
 
 # --- Translation ------------------------------------------------------------------------------------
