@@ -122,7 +122,7 @@ def namespace_refusal(pod: PodInfo, config: BridgeConfig) -> str | None:
 def job_spec_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
     """The placeholder job for `pod`, without marker or script. Raises TranslationError."""
     problems: list[str] = []
-    requests = effective_requests(pod, problems)
+    requests = _effective_requests(pod, problems)
     options = _job_options(pod.annotations, problems)
     read = _OptionReader(options, problems)
 
@@ -260,7 +260,7 @@ def parse_quantity(text: str) -> Decimal:
     return value
 
 
-def effective_requests(pod: PodInfo, problems: list[str]) -> dict[str, Decimal]:
+def _effective_requests(pod: PodInfo, problems: list[str]) -> dict[str, Decimal]:
     """The pod's effective requests for the resources Slurm allocates, computed as Kubernetes does.
 
     max(sum of app containers + sidecars, peak during init), pod-level cpu/memory taking precedence,

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.config import BridgeConfig
 from bridge.marker import JobMarker, decode_marker
-from bridge.objects import PodInfo
+from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.translate import (
     JobOutcome,
     TranslationError,
@@ -484,3 +484,79 @@ def test_orphan_cleanup(jobs: list[Job], live_uids: set[str], cancelled: list[in
     actions = plan_orphan_cleanup(jobs, live_uids, "c1", NOW)
     assert [a.job_id for a in actions] == cancelled
     assert all(a.outcome is JobOutcome.CANCEL for a in actions)
+
+
+# --- planner inputs --------------------------------------------------------------------------------
+
+
+def node(name: str, labels: dict[str, str] | None = None) -> NodeInfo:
+    return NodeInfo.from_api({"metadata": {"name": name, "labels": labels or {}}, "spec": {}})
+
+
+@pytest.mark.parametrize(
+    ("nodes", "label", "expected"),
+    [
+        ([node("node1"), node("node2")], None, {"node1": "node1", "node2": "node2"}),
+        (
+            [node("k8s-a", {"slurm": "node1"}), node("k8s-b", {"slurm": "node2"}), node("control-plane")],
+            "slurm",
+            {"node1": "k8s-a", "node2": "k8s-b"},
+        ),
+        ([node("k8s-b", {"slurm": "node1"}), node("k8s-a", {"slurm": "node1"})], "slurm", {"node1": "k8s-a"}),
+    ],
+    ids=["same-names", "by-label-skips-unlabelled", "label-clash-is-deterministic"],
+)
+def test_slurm_to_kubernetes_nodes(
+    nodes: list[NodeInfo], label: str | None, expected: dict[str, str]
+) -> None:
+    assert slurm_to_kubernetes_nodes(nodes, label) == expected
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({LABEL_SLURM_JOB_ID: "42"}, 42),
+        ({}, None),
+        ({LABEL_SLURM_JOB_ID: "x42"}, None),
+        ({LABEL_SLURM_JOB_ID: "٤"}, None),
+    ],
+    ids=["set", "absent", "garbled", "non-ascii-digit"],
+)
+def test_labelled_job_id(labels: dict[str, str], expected: int | None) -> None:
+    assert PodInfo.from_api({"metadata": {"name": "p", "labels": labels}}).labelled_job_id == expected
+
+
+def test_pod_from_api_reads_what_planning_needs() -> None:
+    p = PodInfo.from_api(
+        {
+            "metadata": {
+                "name": "p",
+                "namespace": "ns",
+                "uid": UID,
+                "finalizers": [FINALIZER],
+                "deletionTimestamp": "2026-05-01T12:00:00Z",
+            },
+            "spec": {
+                "schedulerName": "s",
+                "nodeName": "n1",
+                "initContainers": [{"name": "i", "restartPolicy": "Always"}],
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "False"},
+                ],
+            },
+        }
+    )
+    assert (p.key, p.uid, p.scheduler_name, p.node_name, p.phase) == ("ns/p", UID, "s", "n1", "Running")
+    assert p.has_finalizer
+    assert p.is_deleting
+    assert p.is_bound
+    assert not p.is_terminal
+    assert p.init_containers[0].sidecar
+    assert p.deletion_timestamp == datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    condition = p.condition("PodScheduled")
+    assert condition is not None
+    assert condition.status == "True"
