@@ -124,19 +124,19 @@ class BaseAdapter:
         return WireRequest("GET", self._collection("jobs"), params=params)
 
     def get_job(self, job_id: int) -> WireRequest:
-        return WireRequest("GET", self._item("job", job_id), target=TARGET_JOB)
+        return WireRequest("GET", self._item("job", job_id), target=TARGET_JOB, lookup=True)
 
     def list_nodes(self) -> WireRequest:
         return WireRequest("GET", self._collection("nodes"))
 
     def get_node(self, name: str) -> WireRequest:
-        return WireRequest("GET", self._item("node", name), target=TARGET_NODE)
+        return WireRequest("GET", self._item("node", name), target=TARGET_NODE, lookup=True)
 
     def list_partitions(self) -> WireRequest:
         return WireRequest("GET", self._collection("partitions"))
 
     def get_partition(self, name: str) -> WireRequest:
-        return WireRequest("GET", self._item("partition", name), target=TARGET_PARTITION)
+        return WireRequest("GET", self._item("partition", name), target=TARGET_PARTITION, lookup=True)
 
     # --- submit ---------------------------------------------------------------------------------
 

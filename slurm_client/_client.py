@@ -381,6 +381,7 @@ class SlurmClient:
             errors=error_entries(body) + result_errors(body),
             target=request.target,
             benign=request.benign_errors,
+            lookup=request.lookup,
         )
         if failure is not None:
             raise failure

@@ -153,12 +153,24 @@ _BUSY_NUMBERS = frozenset(
 )
 # Numbers that prove slurmctld never acted on the request: a submit may be sent again.
 NOT_PROCESSED_NUMBERS = frozenset({1001, 1800, 2027, 2131})
+# "Invalid query" / "empty result" about a named job, node or partition mean it is not there:
+# 24.11 answers GET partition/<unknown> with 9000 (HTTP 422).
+_EMPTY_RESULT_NUMBERS = frozenset({9000, 9003})  # REST_INVALID_QUERY, REST_EMPTY_RESULT
 ALREADY_DONE = 2021  # ESLURM_ALREADY_DONE
 JOB_HELD = 2042  # ESLURM_JOB_HELD: a harmless note on a submit with hold=true
 CAN_NOT_START_IMMEDIATELY = 2078
 
 
-def _class_for_number(number: int, target: str | None) -> type[SlurmApiError]:
+_NOT_FOUND_BY_TARGET: dict[str, type[NotFound]] = {
+    TARGET_JOB: JobNotFound,
+    TARGET_NODE: NodeNotFound,
+    TARGET_PARTITION: PartitionNotFound,
+}
+
+
+def _class_for_number(number: int, target: str | None, lookup: bool) -> type[SlurmApiError]:
+    if number in _EMPTY_RESULT_NUMBERS and lookup and target is not None:
+        return _NOT_FOUND_BY_TARGET[target]
     if number in _NOT_FOUND_NUMBERS:
         kind, cls = _NOT_FOUND_NUMBERS[number]
         return cls if kind == target else InvalidRequest
@@ -181,12 +193,7 @@ def _class_for_status(status: int, target: str | None) -> type[SlurmApiError]:
     if status in (401, 403):
         return AuthError
     if status == 404:
-        by_target: dict[str | None, type[SlurmApiError]] = {
-            TARGET_JOB: JobNotFound,
-            TARGET_NODE: NodeNotFound,
-            TARGET_PARTITION: PartitionNotFound,
-        }
-        return by_target.get(target, UnsupportedOperation)
+        return _NOT_FOUND_BY_TARGET[target] if target is not None else UnsupportedOperation
     if status in (405, 501):
         return UnsupportedOperation
     if status in (408, 429, 502, 503, 504):
@@ -203,11 +210,13 @@ def error_for_reply(
     errors: tuple[SlurmErrorEntry, ...],
     target: str | None,
     benign: frozenset[int] = frozenset(),
+    lookup: bool = False,
 ) -> SlurmApiError | None:
     """The exception a reply stands for, or None when it is a success.
 
     Any `errors[]` entry not listed in `benign` makes the reply a failure, even with HTTP 200 and
-    even without an error number: an unexplained error is never read as success.
+    even without an error number: an unexplained error is never read as success. `lookup` marks a
+    GET of one named object, where an unexplained failure means the object was not delivered.
     """
     significant = tuple(e for e in errors if e.number is None or e.number not in benign)
     if not significant and 200 <= status < 300:
@@ -215,12 +224,16 @@ def error_for_reply(
     cls: type[SlurmApiError] = SlurmApiError
     for entry in significant:
         if entry.number:
-            candidate = _class_for_number(entry.number, target)
+            candidate = _class_for_number(entry.number, target, lookup)
             if candidate is not SlurmApiError:
                 cls = candidate
                 break
     if cls is SlurmApiError and not 200 <= status < 300:
         cls = _class_for_status(status, target)
+    elif cls is SlurmApiError and lookup and target is not None:
+        # 24.11+ answer GET node/<unknown> with HTTP 200 and an error numbered 0 ("No error",
+        # "Failure to query node"): whatever it is, the named object was not delivered.
+        cls = _NOT_FOUND_BY_TARGET[target]
     return cls(what, status=status, errors=significant or errors)
 
 

@@ -24,7 +24,8 @@ _NO_VAL_SENTINELS = frozenset(
 class WireRequest:
     """A request as an adapter describes it; the client sends it.
 
-    `target` names what a not-found answer is about (see `_errors.TARGET_*`); `idempotent`
+    `target` names what a not-found answer is about (see `_errors.TARGET_*`), and `lookup` says
+    the request only fetches that one object; `idempotent`
     decides whether the client may send it again after an ambiguous failure; `benign_errors` are
     Slurm error numbers that do not make the answer a failure (e.g. 2042 "job held" on a held
     submit).
@@ -37,6 +38,7 @@ class WireRequest:
     target: str | None = None
     idempotent: bool = True
     benign_errors: frozenset[int] = frozenset()
+    lookup: bool = False  # a GET of one named job/node/partition
 
     @property
     def what(self) -> str:
@@ -262,6 +264,8 @@ def exit_status(value: object) -> tuple[int | None, int | None]:
         signal = number(signal_part.get("id")) if isinstance(signal_part, Mapping) else None
         if signal == 0:
             signal = None
+        if code is None and (signal is not None or statuses & {"SIGNALED", "CORE_DUMPED"}):
+            code = 0  # as Slurm shows it: ExitCode=0:15
         return code, signal
     raw = number(value)
     if raw is None:

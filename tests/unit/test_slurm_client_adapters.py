@@ -637,3 +637,37 @@ def test_exit_status(value: object, expected: tuple[int | None, int | None]) -> 
 )
 def test_gres_counts(value: str, expected: dict[str, int]) -> None:
     assert gres_counts(value) == expected
+
+
+# --- answers recorded from the testbed's 24.11 (v0.0.42) and 26.05 (v0.0.45) -------------------
+
+
+@pytest.mark.parametrize(("version", "tag"), [("v0.0.42", "v0042"), ("v0.0.45", "v0045")])
+def test_recorded_answers(version: str, tag: str) -> None:
+    adapter = adapter_for(version)
+    jobs = adapter.parse_jobs(fixture(f"{tag}_recorded_jobs.json"), "GET jobs/")
+    smoke = jobs[0]
+    assert smoke.state is JobState.CANCELLED
+    assert (smoke.exit_code, smoke.exit_signal) == (0, 15)
+    assert smoke.nodes == ("slurm-bridge-0", "slurm-bridge-1")
+    assert smoke.node_count == 2
+    assert smoke.time_limit_minutes is None
+    nodes = adapter.parse_nodes(fixture(f"{tag}_recorded_nodes.json"), "GET nodes/")
+    assert [n.name for n in nodes] == [f"slurm-bridge-{i}" for i in range(4)]
+    assert nodes[2].gres == {"gpu": 2}
+    assert all(n.cpus_total == 4 and n.memory_total_mb == 8192 for n in nodes)
+    partitions = adapter.parse_partitions(fixture(f"{tag}_recorded_partitions.json"), "GET partitions/")
+    assert partitions[0].nodes == tuple(f"slurm-bridge-{i}" for i in range(4))
+    assert partitions[0].state == "UP"
+    ping = adapter.parse_ping(fixture(f"{tag}_recorded_ping.json"))[0]
+    assert ping.responding
+    assert ping.mode == "primary"
+    assert adapter.parse_diag(fixture(f"{tag}_recorded_diag.json")).jobs_submitted == 1
+
+
+def test_recorded_default_partition_flag() -> None:
+    # 26.05 reports flags=["DEFAULT"]; 24.11's v0.0.42 has no such field (default reads False).
+    assert adapter_for("v0.0.45").parse_partitions(fixture("v0045_recorded_partitions.json"), "x")[0].default
+    assert (
+        not adapter_for("v0.0.42").parse_partitions(fixture("v0042_recorded_partitions.json"), "x")[0].default
+    )

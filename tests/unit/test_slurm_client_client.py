@@ -223,6 +223,45 @@ async def test_job_not_found_is_never_success(v38: SlurmClient, response: httpx.
         await v38.get_job(999999)
 
 
+@pytest.mark.parametrize(
+    ("version", "tag", "status"),
+    [
+        pytest.param("v0.0.42", "v0042", {"job": 404, "node": 200, "partition": 422}, id="slurm-24.11"),
+        pytest.param("v0.0.45", "v0045", {"job": 404, "node": 200, "partition": 200}, id="slurm-26.05"),
+    ],
+)
+@respx.mock
+async def test_recorded_not_found_shapes(version: str, tag: str, status: dict[str, int]) -> None:
+    respx.get(f"{URL}/slurm/{version}/job/999999").mock(
+        return_value=httpx.Response(status["job"], json=fixture(f"{tag}_recorded_job_not_found.json"))
+    )
+    respx.get(f"{URL}/slurm/{version}/node/nope").mock(
+        return_value=httpx.Response(status["node"], json=fixture(f"{tag}_recorded_node_not_found.json"))
+    )
+    respx.get(f"{URL}/slurm/{version}/partition/nope").mock(
+        return_value=httpx.Response(
+            status["partition"], json=fixture(f"{tag}_recorded_partition_not_found.json")
+        )
+    )
+    async with make_client(version) as client:
+        with pytest.raises(JobNotFound):
+            await client.get_job(999999)
+        with pytest.raises(NodeNotFound):
+            await client.get_node("nope")
+        with pytest.raises(PartitionNotFound):
+            await client.get_partition("nope")
+
+
+@respx.mock
+async def test_unexplained_error_on_update_is_not_not_found(v42: SlurmClient) -> None:
+    respx.post(f"{URL}/slurm/v0.0.42/job/5").mock(
+        return_value=httpx.Response(200, json={"errors": [{"error_number": 0, "error": "No error"}]})
+    )
+    with pytest.raises(SlurmApiError) as caught:
+        await v42.update_job(5, JobUpdate(hold=True))
+    assert type(caught.value) is SlurmApiError
+
+
 @respx.mock
 async def test_node_and_partition_not_found(v38: SlurmClient) -> None:
     respx.get(f"{URL}/slurm/v0.0.38/node/nope").mock(
