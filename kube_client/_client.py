@@ -374,15 +374,26 @@ class KubeClient:
 
     # ---- pods ----------------------------------------------------------------------------------------
 
-    async def bind_pod(self, namespace: str, name: str, node_name: str, *, uid: str | None = None) -> None:
+    async def bind_pod(
+        self,
+        namespace: str,
+        name: str,
+        node_name: str,
+        *,
+        uid: str | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
         """Bind a pod to a node (pods/binding). Idempotent: a pod already on `node_name` is success.
 
         With `uid` the bind applies only to that incarnation of the pod (the server checks it).
+        `annotations` on the Binding are copied onto the pod by the API server, in the same write.
         Raises `Conflict` if the pod is already bound elsewhere, `NotFound` if it is gone.
         """
         metadata: dict[str, Any] = {"name": name, "namespace": namespace}
         if uid is not None:
             metadata["uid"] = uid
+        if annotations:
+            metadata["annotations"] = dict(annotations)
         binding = {
             "apiVersion": "v1",
             "kind": "Binding",

@@ -196,9 +196,13 @@ NODE
     sleep 0.5
   done
   ((ready >= ${#NODES[@]})) || die "kwok did not make the nodes Ready ($ready/${#NODES[@]}); see $S/kwok.log"
+  # the bridge's namespaces: the seed's demo namespace and one for its own objects (Lease, ...)
+  for ns in slurm-bridge slurm-bridge-system; do
+    kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+  done
   # the default service account must exist before pods can be created in a namespace
   deadline=$((SECONDS + 60))
-  until kubectl -n default get serviceaccount default >/dev/null 2>&1; do
+  until kubectl -n slurm-bridge get serviceaccount default >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "kube-controller-manager never created the default ServiceAccount"
     sleep 0.5
   done

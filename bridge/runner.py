@@ -1,0 +1,213 @@
+"""Wiring: build the clients, caches and loops of the chosen components and run them until stopped.
+
+`slurm-bridge run` = scheduler + controller in one process. Only the leader acts (a
+coordination.k8s.io Lease); the others keep warm caches and wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+from prometheus_client import CollectorRegistry, start_http_server
+
+from bridge.config import BridgeConfig
+from controller.plan import Action
+from controller.pods import CONTROLLER_ACTIONS, SCHEDULER_ACTIONS, PodMetrics, PodReconciler
+from controller.runtime import Controller, ControllerMetrics
+from controller.slurm_jobs import SlurmJobCache
+from kube_client import (
+    NODES,
+    PODS,
+    EventRecorder,
+    Informer,
+    KubeClient,
+    LeaderElectionConfig,
+    LeaderElector,
+)
+from slurm_client import JwtKeyAuth, SlurmClient, StaticTokenAuth, TokenFileAuth
+
+log = logging.getLogger(__name__)
+
+ORPHAN_SWEEP_SECONDS = 30.0
+
+
+def run(config: BridgeConfig, components: set[str]) -> int:
+    if "exporter" in components:
+        log.warning("the exporter is not part of this build yet; running %s", ", ".join(sorted(components - {"exporter"})))
+        components = components - {"exporter"}
+    if not components:
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_async(config, components))
+    return 0
+
+
+def slurm_client_for(config: BridgeConfig) -> SlurmClient:
+    s = config.slurm
+    auth: httpx.Auth | None = None
+    if s.jwt_key_file is not None:
+        auth = JwtKeyAuth(s.user, s.jwt_key_file)
+    elif s.token_file is not None:
+        auth = TokenFileAuth(s.user, s.token_file)
+    elif s.token is not None:
+        auth = StaticTokenAuth(s.user, s.token.get_secret_value())
+    return SlurmClient(s.url, auth=auth, api_version=s.api_version, timeout=s.request_timeout_seconds)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "0.0.0.0", int(port)
+
+
+async def run_async(
+    config: BridgeConfig,
+    components: set[str],
+    *,
+    registry: CollectorRegistry | None = None,
+    stop: asyncio.Event | None = None,
+    identity: str | None = None,
+) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT when stop is None)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    stop = stop or _stop_on_signals()
+    if config.metrics_listen_address:
+        host, port = _host_port(config.metrics_listen_address)
+        start_http_server(port, addr=host, registry=registry)
+    identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+    actions: set[type[Action]] = set()
+    if "scheduler" in components:
+        actions |= SCHEDULER_ACTIONS
+    if "controller" in components:
+        actions |= CONTROLLER_ACTIONS
+
+    async with _clients(config) as (kube, slurm):
+        capabilities = await slurm.discover()
+        log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
+        pods = Informer(
+            kube,
+            PODS,
+            field_selector=f"spec.schedulerName={config.scheduler_name}",
+            resync_period=config.resync_interval_seconds,
+            name="pods",
+        )
+        nodes = Informer(kube, NODES, label_selector=config.node_selector or None, name="nodes")
+        controller: Controller | None = None
+
+        def enqueue(key: str) -> None:
+            if controller is not None:
+                controller.enqueue(key)
+
+        jobs = SlurmJobCache(
+            slurm,
+            config.cluster_id,
+            poll_interval=config.poll_interval_seconds,
+            on_change=enqueue,
+            registry=registry,
+        )
+        events = EventRecorder(kube, "slurm-bridge-scheduler", reporting_instance=identity)
+        reconciler = PodReconciler(
+            config,
+            kube=kube,
+            slurm=slurm,
+            pods=pods,
+            nodes=nodes,
+            jobs=jobs,
+            events=events,
+            actions=actions,
+            metrics=PodMetrics(registry),
+        )
+        controller = Controller(
+            "pods", reconciler, workers=config.workers, metrics=ControllerMetrics(registry)
+        )
+        pods.add_handler(enqueue)
+
+        def node_changed(_key: str) -> None:
+            # a node appearing or changing labels can make a waiting bind possible
+            for key in jobs.pod_keys():
+                enqueue(key)
+
+        nodes.add_handler(node_changed)
+
+        async with contextlib.AsyncExitStack() as stack:
+            tasks: list[asyncio.Task[None]] = []
+            stack.push_async_callback(_cancel_all, tasks)
+            pods.start()
+            nodes.start()
+            stack.push_async_callback(pods.stop)
+            stack.push_async_callback(nodes.stop)
+            tasks.append(asyncio.create_task(jobs.run(), name="slurm-job-cache"))
+            await asyncio.gather(pods.wait_synced(), nodes.wait_synced(), jobs.wait_synced())
+            log.info(
+                "caches synced: %d pods, %d nodes, %d Slurm jobs",
+                len(pods.keys()),
+                len(nodes.keys()),
+                len(jobs.all_jobs()),
+            )
+
+            async def lead() -> None:
+                assert controller is not None
+                for key in set(pods.keys()) | jobs.pod_keys():
+                    controller.enqueue(key)
+                controller.start()
+                try:
+                    while True:
+                        await reconciler.clean_orphans()
+                        await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+                finally:
+                    await controller.stop(drain=False)
+
+            if config.leader_election.enabled:
+                le = config.leader_election
+                elector = LeaderElector(
+                    kube,
+                    LeaderElectionConfig(
+                        lease_name=le.lease_name,
+                        namespace=le.lease_namespace,
+                        identity=identity,
+                        lease_duration=le.lease_duration_seconds,
+                        renew_deadline=le.renew_deadline_seconds,
+                        retry_period=le.retry_period_seconds,
+                    ),
+                )
+                work = asyncio.create_task(elector.run(lead), name="leader")
+            else:
+                work = asyncio.create_task(lead(), name="work")
+            tasks.append(work)
+            waiter = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if work in done and not work.cancelled() and work.exception() is not None:
+                raise work.exception()  # type: ignore[misc]
+            log.info("stopping")
+
+
+@contextlib.asynccontextmanager
+async def _clients(config: BridgeConfig) -> AsyncIterator[tuple[KubeClient, SlurmClient]]:
+    kube = await KubeClient.connect(config.kubernetes.kubeconfig)
+    slurm = slurm_client_for(config)
+    try:
+        yield kube, slurm
+    finally:
+        await slurm.aclose()
+        await kube.close()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,238 @@
+"""The pod reconciler: read a pod and its jobs from the caches, plan (pure), apply the actions in order.
+
+The scheduler shim and the workload controller are the same loop over the same key; each applies
+only its own kinds of action (`SCHEDULER_ACTIONS`, `CONTROLLER_ACTIONS`), so they can run in one
+process or in two. Everything here is I/O; every decision is in controller/plan.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from bridge import wellknown
+from bridge.config import BridgeConfig
+from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
+from controller.plan import (
+    Action,
+    AddFinalizerAndLabel,
+    BindPod,
+    CancelJob,
+    DeletePod,
+    PodObservation,
+    RecordEvent,
+    RemoveFinalizer,
+    SetPendingReason,
+    SubmitJob,
+    plan_orphan_cleanup,
+    plan_pod,
+)
+from controller.runtime import Result
+from controller.slurm_jobs import SlurmJobCache
+from kube_client import PODS, EventRecorder, Informer, KubeClient, KubeObject, NotFound, PatchType, split_key
+from slurm_client import InvalidRequest, JobNotFound, SlurmClient
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_ACTIONS: frozenset[type[Action]] = frozenset(
+    {SubmitJob, AddFinalizerAndLabel, SetPendingReason, RecordEvent, CancelJob}
+)
+CONTROLLER_ACTIONS: frozenset[type[Action]] = frozenset(
+    {BindPod, CancelJob, DeletePod, RemoveFinalizer, RecordEvent, AddFinalizerAndLabel}
+)
+# A pod waiting on something only Slurm or the user can change is looked at again this often anyway.
+PENDING_RECHECK_SECONDS = 60.0
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120)
+
+
+class PodMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.created_to_submitted = Histogram(
+            "slurm_bridge_pod_created_to_submitted_seconds",
+            "From a pod's creation to the submit of its placeholder Slurm job.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.started_to_bound = Histogram(
+            "slurm_bridge_job_started_to_pod_bound_seconds",
+            "From the placeholder job's start in Slurm to the pod's binding (Slurm times are whole seconds).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.actions = Counter(
+            "slurm_bridge_actions_total", "Actions applied, by kind.", ["action"], registry=registry
+        )
+        self.submit_errors = Counter(
+            "slurm_bridge_submit_errors_total", "Submits Slurm refused or that failed.", registry=registry
+        )
+
+
+class PodReconciler:
+    """reconcile("namespace/name"): make the pod and its placeholder job agree."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        kube: KubeClient,
+        slurm: SlurmClient,
+        pods: Informer,
+        nodes: Informer,
+        jobs: SlurmJobCache,
+        events: EventRecorder,
+        actions: Collection[type[Action]],
+        metrics: PodMetrics,
+    ) -> None:
+        self._config = config
+        self._kube = kube
+        self._slurm = slurm
+        self._pods = pods
+        self._nodes = nodes
+        self._jobs = jobs
+        self._events = events
+        self._actions = frozenset(actions)
+        self._metrics = metrics
+
+    async def reconcile(self, key: str) -> Result:
+        raw = self._pods.get(key)
+        pod = PodInfo.from_api(raw) if raw is not None else None
+        node_map = slurm_to_kubernetes_nodes(
+            (NodeInfo.from_api(n) for n in self._nodes.objects()), self._config.node_name_label
+        )
+        observed = PodObservation(pod=pod, jobs=self._jobs.jobs_for(key), slurm_to_kubernetes_nodes=node_map)
+        planned = [a for a in plan_pod(observed, self._config) if type(a) in self._actions]
+        for action in planned:
+            if raw is None and not isinstance(action, CancelJob):
+                continue
+            log.debug("%s: %s", key, action)
+            self._metrics.actions.labels(type(action).__name__).inc()
+            await self._apply(key, raw, pod, action)
+        if pod is not None and pod.scheduler_name == self._config.scheduler_name and not pod.is_bound:
+            return Result(requeue_after=PENDING_RECHECK_SECONDS)
+        return Result()
+
+    async def _apply(self, key: str, raw: KubeObject | None, pod: PodInfo | None, action: Action) -> None:
+        namespace, name = split_key(key)
+        assert namespace is not None
+        match action:
+            case SubmitJob(spec=spec):
+                assert pod is not None
+                try:
+                    result = await self._slurm.submit_job(spec)
+                except InvalidRequest as error:
+                    # Slurm refused what we asked (unknown partition/account, impossible size, ...):
+                    # say so on the pod; the work queue retries with backoff in case it gets fixed.
+                    self._metrics.submit_errors.inc()
+                    await self._say_pending(
+                        raw, pod, wellknown.Reason.INVALID_JOB_OPTIONS, f"Slurm refused the job: {error}"
+                    )
+                    raise
+                self._jobs.record_submitted(result.job_id, spec)
+                if pod.creation_timestamp is not None:
+                    self._metrics.created_to_submitted.observe(_seconds_since(pod.creation_timestamp))
+                log.info("%s: submitted Slurm job %d (%s)", key, result.job_id, spec.name)
+            case AddFinalizerAndLabel(job_id=job_id):
+                metadata: dict[str, Any] = {"finalizers": [wellknown.FINALIZER]}
+                if job_id is not None:
+                    metadata["labels"] = {wellknown.LABEL_SLURM_JOB_ID: str(job_id)}
+                # strategic merge: the finalizer list is merged, not replaced
+                await self._kube.patch(
+                    PODS, name, {"metadata": metadata}, namespace=namespace, patch_type=PatchType.STRATEGIC
+                )
+            case SetPendingReason(reason=reason, message=message):
+                assert pod is not None
+                await self._say_pending(raw, pod, reason, message)
+            case BindPod(node_name=node_name, slurm_node=slurm_node, job_id=job_id):
+                assert pod is not None
+                await self._kube.bind_pod(
+                    namespace,
+                    name,
+                    node_name,
+                    uid=pod.uid,
+                    annotations={wellknown.ANNOTATION_SLURM_NODE: slurm_node},
+                )
+                job = next((j for j in self._jobs.jobs_for(key) if j.job_id == job_id), None)
+                if job is not None and job.start_time is not None:
+                    self._metrics.started_to_bound.observe(max(0.0, _seconds_since(job.start_time)))
+                log.info("%s: bound to %s (Slurm job %d on %s)", key, node_name, job_id, slurm_node)
+            case CancelJob(job_id=job_id, outcome=outcome, why=why):
+                signal = outcome.batch_signal if self._is_batch(key, job_id) else None
+                try:
+                    if signal is not None:
+                        await self._slurm.cancel_job(job_id, signal, batch_only=True)
+                    else:
+                        await self._slurm.cancel_job(job_id)
+                except JobNotFound:
+                    pass  # already gone from slurmctld: nothing left to release
+                self._jobs.poke()
+                log.info("%s: ended Slurm job %d (%s; %s)", key, job_id, outcome, why)
+            case DeletePod(reason=reason, message=message):
+                assert pod is not None
+                try:
+                    await self._kube.set_pod_condition(
+                        namespace,
+                        name,
+                        condition_type=wellknown.CONDITION_DISRUPTION_TARGET,
+                        status="True",
+                        reason=reason,
+                        message=message,
+                        current=raw,
+                    )
+                except NotFound:
+                    return
+                await self._kube.delete_pod(namespace, name, uid=pod.uid)
+                log.info("%s: deleted (%s: %s)", key, reason, message)
+            case RemoveFinalizer():
+                await self._kube.remove_finalizer(
+                    PODS, name, wellknown.FINALIZER, namespace=namespace, current=raw
+                )
+            case RecordEvent(reason=reason, message=message, warning=warning):
+                assert raw is not None
+                if warning:
+                    await self._events.warning(raw, reason, message)
+                else:
+                    await self._events.normal(raw, reason, message)
+
+    async def _say_pending(self, raw: KubeObject | None, pod: PodInfo, reason: str, message: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._kube.set_pod_condition(
+                pod.namespace,
+                pod.name,
+                condition_type=wellknown.CONDITION_POD_SCHEDULED,
+                status="False",
+                reason=reason,
+                message=message,
+                current=raw,
+            )
+
+    def _is_batch(self, key: str, job_id: int) -> bool:
+        job = next((j for j in self._jobs.jobs_for(key) if j.job_id == job_id), None)
+        # unknown: assume batch; a signal to an external job does nothing, and the plain cancel follows
+        return job is None or job.batch is not False
+
+    async def clean_orphans(self) -> int:
+        """Cancel this cluster's jobs whose pod is gone; returns how many. Needs both caches synced."""
+        if not (self._pods.has_synced and self._jobs.synced):
+            return 0
+        live = {str((p.get("metadata") or {}).get("uid")) for p in self._pods.objects()}
+        doomed = plan_orphan_cleanup(self._jobs.all_jobs(), live, self._config.cluster_id, datetime.now(UTC))
+        for cancel in doomed:
+            try:
+                await self._slurm.cancel_job(cancel.job_id)
+            except JobNotFound:
+                continue
+            log.warning("cancelled orphan Slurm job %d: %s", cancel.job_id, cancel.why)
+        if doomed:
+            self._jobs.poke()
+        return len(doomed)
+
+
+def _seconds_since(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - moment).total_seconds()

@@ -1,0 +1,201 @@
+"""An index of Slurm's jobs, refreshed in the background with cheap `update_time` polls.
+
+Decisions read this cache, never slurmrestd: one poll per interval answers HTTP 304 in a few
+milliseconds when nothing changed, whatever the queue size. When something changed, the pods whose
+jobs changed are handed to `on_change` (their keys, "namespace/name"), so cost grows with changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge.marker import JobMarker, decode_marker
+from slurm_client import Job, JobSpec, JobState, SlurmClient, SlurmError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Provisional:
+    job: Job
+    recorded_at: float  # monotonic time of the submit
+
+
+class SlurmJobCache:
+    """This cluster's placeholder jobs by pod key, plus every job for orphan clean-up."""
+
+    def __init__(
+        self,
+        slurm: SlurmClient,
+        cluster_id: str,
+        *,
+        poll_interval: float,
+        on_change: Callable[[str], None],
+        registry: CollectorRegistry | None = None,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self._slurm = slurm
+        self._cluster_id = cluster_id
+        self._poll_interval = poll_interval
+        self._on_change = on_change
+        self._max_backoff = max_backoff
+        self._jobs: dict[int, Job] = {}
+        self._markers: dict[int, JobMarker] = {}
+        self._by_pod: dict[str, set[int]] = defaultdict(set)
+        self._provisional: dict[int, _Provisional] = {}
+        self._next_update: datetime | None = None
+        self._synced = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.healthy = False
+        self.last_error: str | None = None
+        self._metrics = _CacheMetrics(registry)
+
+    # ---- reading ---------------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def jobs_for(self, pod_key: str) -> list[Job]:
+        ids = set(self._by_pod.get(pod_key, ()))
+        ids |= {i for i, p in self._provisional.items() if self._pod_key_of(p.job) == pod_key}
+        return [self._provisional[i].job if i in self._provisional else self._jobs[i] for i in sorted(ids)]
+
+    def all_jobs(self) -> list[Job]:
+        merged = dict(self._jobs)
+        merged.update({i: p.job for i, p in self._provisional.items() if i not in merged})
+        return list(merged.values())
+
+    def pod_keys(self) -> set[str]:
+        return {key for key, ids in self._by_pod.items() if ids}
+
+    # ---- writing through -------------------------------------------------------------------------
+
+    def record_submitted(self, job_id: int, spec: JobSpec) -> None:
+        """Remember a job we just submitted until a poll that started after the submit has seen it.
+
+        Without this, a reconcile that runs before the next poll would not see the job and could
+        submit a second one.
+        """
+        job = Job(
+            job_id=job_id,
+            name=spec.name,
+            state=JobState.PENDING,
+            partition=spec.partition,
+            comment=spec.comment,
+            submit_time=datetime.now(UTC),
+        )
+        self._provisional[job_id] = _Provisional(job, time.monotonic())
+        self.poke()
+
+    def poke(self) -> None:
+        """Poll now instead of at the end of the interval (e.g. right after a submit or cancel)."""
+        self._wake.set()
+
+    # ---- polling ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            started = time.monotonic()
+            try:
+                answer = await self._slurm.list_jobs(update_time=self._next_update)
+            except SlurmError as error:
+                failures += 1
+                self.healthy = False
+                self.last_error = str(error)
+                self._metrics.errors.inc()
+                delay = min(self._max_backoff, self._poll_interval * 2 ** min(failures, 6))
+                log.warning(
+                    "Slurm job poll failed (%d in a row, next try in %.1fs): %s", failures, delay, error
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.healthy = True
+            self.last_error = None
+            self._metrics.poll_seconds.observe(time.monotonic() - started)
+            self._next_update = answer.next_update_time
+            if answer.not_modified:
+                # (a submit is a change, so this never speaks about a provisional job)
+                self._metrics.polls.labels("not_modified").inc()
+            else:
+                self._metrics.polls.labels("changed").inc()
+                self._replace(answer.jobs, poll_started=started)
+            if not self._synced.is_set():
+                self._synced.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    def _replace(self, jobs: Iterable[Job], *, poll_started: float) -> None:
+        fresh = {job.job_id: job for job in jobs}
+        changed_keys: set[str] = set()
+        for job_id in self._jobs.keys() | fresh.keys():
+            before, after = self._jobs.get(job_id), fresh.get(job_id)
+            if before == after:
+                continue
+            for job in (before, after):
+                if job is not None and (key := self._pod_key_of(job)) is not None:
+                    changed_keys.add(key)
+        self._jobs = fresh
+        self._markers = {}
+        self._by_pod = defaultdict(set)
+        for job in fresh.values():
+            marker = decode_marker(job.comment, self._cluster_id)
+            if marker is not None:
+                self._markers[job.job_id] = marker
+                self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
+        self._expire_provisional(poll_started, seen=set(fresh))
+        self._metrics.jobs.set(len(fresh))
+        self._metrics.bridge_jobs.set(len(self._markers))
+        for key in sorted(changed_keys):
+            self._on_change(key)
+
+    def _expire_provisional(self, poll_started: float, *, seen: set[int]) -> None:
+        # A poll that began after the submit either lists the job (now known for real) or proves it is
+        # gone; a poll that began before it says nothing about it.
+        for job_id, entry in list(self._provisional.items()):
+            if job_id in seen or entry.recorded_at < poll_started:
+                if job_id not in seen:
+                    log.info("submitted job %d was not listed by a later poll; forgetting it", job_id)
+                del self._provisional[job_id]
+
+    def _pod_key_of(self, job: Job) -> str | None:
+        marker = decode_marker(job.comment, self._cluster_id)
+        return f"{marker.namespace}/{marker.pod_name}" if marker is not None else None
+
+
+class _CacheMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.polls = Counter(
+            "slurm_bridge_job_polls_total",
+            "Polls of slurmrestd's job list, by answer (not_modified: HTTP 304 / nothing changed).",
+            ["answer"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "slurm_bridge_job_poll_errors_total", "Job-list polls that failed.", registry=registry
+        )
+        self.poll_seconds = Histogram(
+            "slurm_bridge_job_poll_duration_seconds",
+            "Time one job-list poll took.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.jobs = Gauge("slurm_bridge_slurm_jobs", "Jobs slurmctld lists (all users).", registry=registry)
+        self.bridge_jobs = Gauge(
+            "slurm_bridge_placeholder_jobs", "Jobs carrying this bridge's marker.", registry=registry
+        )
