@@ -141,8 +141,9 @@ _NOT_FOUND_NUMBERS: dict[int, tuple[str, type[NotFound]]] = {
     2000: (TARGET_PARTITION, PartitionNotFound),  # ESLURM_INVALID_PARTITION_NAME
 }
 _AUTH_NUMBERS = frozenset(
-    {1007, 2002, 9008}  # PROTOCOL_AUTHENTICATION_ERROR, ACCESS_DENIED, REST_AUTH_FAIL
-    | set(range(6000, 6012))  # ESLURM_AUTH_*
+    # PROTOCOL_AUTHENTICATION_ERROR, ACCESS_DENIED, REST_AUTH_FAIL, and USER_ID_MISSING, which
+    # slurmctld answers when a non-operator asks for an admin-only change (e.g. node update).
+    {1007, 2002, 2010, 9008} | set(range(6000, 6012))  # ESLURM_AUTH_*
 )
 _UNSUPPORTED_NUMBERS = frozenset({2036, 2037, 9007})  # NOT_SUPPORTED, DISABLED, REST_UNKNOWN_URL_METHOD
 # slurmrestd could not talk to slurmctld, or slurmctld is not the one in charge.

@@ -276,23 +276,38 @@ def exit_status(value: object) -> tuple[int | None, int | None]:
 
 
 def result_errors(body: object) -> tuple[SlurmErrorEntry, ...]:
-    """Per-job failures reported in `results[]` (job update answers, v0.0.41+)."""
-    if not isinstance(body, Mapping) or not isinstance(body.get("results"), list):
+    """Per-job failures that v0.0.41+ report beside an empty `errors[]`.
+
+    Job updates list them in `results[]` (`error_code`), signals and cancels in `status[]`
+    (`error.code`): a DELETE of an unknown job answers HTTP 200, `errors: []` and
+    `status: [{"error": {"code": 2017, ...}}]`.
+    """
+    if not isinstance(body, Mapping):
         return ()
-    entries = []
-    for item in body["results"]:
-        if not isinstance(item, Mapping):
+    entries: list[SlurmErrorEntry] = []
+    for key in ("results", "status"):
+        items = body.get(key)
+        if not isinstance(items, list):
             continue
-        code = item.get("error_code")
-        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
-            entries.append(
-                SlurmErrorEntry(
-                    number=code,
-                    error=str(item.get("error") or ""),
-                    description=f"job {item.get('job_id')}" if item.get("job_id") is not None else "",
-                    source="results",
+        for item in items:
+            if not isinstance(item, Mapping):
+                continue
+            nested = item.get("error")
+            if isinstance(nested, Mapping):
+                code, message = nested.get("code"), nested.get("message") or nested.get("string")
+            else:
+                code, message = item.get("error_code"), nested
+            if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+                job = item.get("job_id")
+                job_id = number(job)
+                entries.append(
+                    SlurmErrorEntry(
+                        number=code,
+                        error=str(message or ""),
+                        description=f"job {job_id}" if job_id else "",
+                        source=key,
+                    )
                 )
-            )
     return tuple(entries)
 
 

@@ -538,6 +538,46 @@ async def test_cancel_outcomes(v42: SlurmClient, response: httpx.Response, outco
     assert await v42.cancel_job(11) is outcome
 
 
+def kill_status(code: int, message: str, job_id: int) -> httpx.Response:
+    """A DELETE answer of 24.11/26.05 as recorded: HTTP 200, errors [], the failure in status[]."""
+    return httpx.Response(
+        200,
+        json={
+            "status": [
+                {
+                    "error": {"string": message, "code": code, "message": message},
+                    "step_id": str(job_id),
+                    "job_id": {
+                        "set": code != 2017,
+                        "infinite": False,
+                        "number": job_id if code != 2017 else 0,
+                    },
+                    "federation": {"sibling": ""},
+                }
+            ],
+            "errors": [],
+            "warnings": [],
+        },
+    )
+
+
+@pytest.mark.parametrize("version", ["v0.0.42", "v0.0.45"])
+@respx.mock
+async def test_cancel_status_list_is_read(version: str) -> None:
+    respx.delete(f"{URL}/slurm/{version}/job/99999").mock(
+        return_value=kill_status(2017, "Invalid job id specified", 99999)
+    )
+    respx.delete(f"{URL}/slurm/{version}/job/8").mock(
+        return_value=kill_status(2021, "Job/step already completing or completed", 8)
+    )
+    respx.delete(f"{URL}/slurm/{version}/job/9").mock(return_value=ok({"status": []}))
+    async with make_client(version) as client:
+        with pytest.raises(JobNotFound):
+            await client.cancel_job(99999)
+        assert await client.cancel_job(8) is CancelOutcome.ALREADY_FINISHED
+        assert await client.cancel_job(9) is CancelOutcome.SIGNALLED
+
+
 @respx.mock
 async def test_cancel_unknown_job(v42: SlurmClient) -> None:
     respx.delete(f"{URL}/slurm/v0.0.42/job/11").mock(
