@@ -91,6 +91,7 @@ class ManualClock:
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking sleepers in deadline order and letting woken tasks run."""
         target = self._now + seconds
+        await _let_tasks_run()  # tasks created just before must get to register their sleeps
         while self._sleepers and self._sleepers[0][0] <= target:
             wake_at, _, future = heapq.heappop(self._sleepers)
             self._now = max(self._now, wake_at)
@@ -178,11 +179,12 @@ class WorkQueue:
             if pending[0] <= ready_at:
                 return
             pending[1].cancel()
-        timer = asyncio.create_task(self._add_when_due(key, delay), name=f"workqueue-delay:{key}")
+        timer = asyncio.create_task(self._add_when_due(key, ready_at), name=f"workqueue-delay:{key}")
         self._waiting[key] = (ready_at, timer)
 
-    async def _add_when_due(self, key: str, delay: float) -> None:
-        await self._clock.sleep(delay)
+    async def _add_when_due(self, key: str, ready_at: float) -> None:
+        # Measured from the add, not from when this task first runs.
+        await self._clock.sleep(max(ready_at - self._clock.monotonic(), 0.0))
         pending = self._waiting.get(key)
         if pending is not None and pending[1] is asyncio.current_task():
             del self._waiting[key]
