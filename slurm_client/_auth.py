@@ -54,6 +54,24 @@ class CredentialError(RuntimeError):
     """The credential source cannot produce a token (missing/empty file, unreadable key)."""
 
 
+def token_expiry(token: Secret, user: str) -> float | None:
+    """Check what can be checked without the key: a JWT, for this user, with its `exp`.
+
+    Slurm 22.05 reports a refused token only as "Unspecified error" (-1), so catching an expired
+    or foreign token here is what makes that failure clear. Returns the expiry (None if the token
+    has no `exp`); raises CredentialError otherwise.
+    """
+    try:
+        claims = jwt.decode(token.reveal(), options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise CredentialError("the Slurm token is not a valid JWT") from None
+    holder = claims.get("sun")
+    if holder is not None and holder != user:
+        raise CredentialError(f"the Slurm token is for user {holder!r}, not {user!r}")
+    expires = claims.get("exp")
+    return float(expires) if isinstance(expires, int | float) else None
+
+
 class _SlurmAuth(httpx.Auth):
     """Common flow: set the two headers; on a 401, refresh once if the source can."""
 
@@ -87,25 +105,44 @@ class _SlurmAuth(httpx.Auth):
         return f"{type(self).__name__}(user={self.user!r})"
 
 
+def _check_not_expired(expires: float | None, clock: Callable[[], float]) -> None:
+    if expires is not None and clock() >= expires:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        raise CredentialError(f"the Slurm token expired at {stamp}")
+
+
 class StaticTokenAuth(_SlurmAuth):
-    def __init__(self, user: str, token: str | Secret) -> None:
+    """A fixed token; refused locally once it is malformed, foreign or expired."""
+
+    def __init__(self, user: str, token: str | Secret, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(user)
         self._token = token if isinstance(token, Secret) else Secret(token)
         if not self._token.reveal():
             raise ValueError("empty Slurm token")
+        self._clock = clock
+        self._expires: float | None = None
+        self._checked = False
 
     def current_token(self) -> Secret:
+        if not self._checked:
+            self._expires = token_expiry(self._token, self.user)
+            self._checked = True
+        _check_not_expired(self._expires, self._clock)
         return self._token
 
 
 class TokenFileAuth(_SlurmAuth):
     """Reads the token from `path`; reads it again when the file's mtime (or size) changes."""
 
-    def __init__(self, user: str, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, user: str, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__(user)
         self.path = Path(path)
+        self._clock = clock
         self._stamp: tuple[int, int] | None = None
         self._token: Secret | None = None
+        self._expires: float | None = None
 
     def _read(self) -> Secret:
         try:
@@ -130,12 +167,15 @@ class TokenFileAuth(_SlurmAuth):
             if self._token is None or stamp != self._stamp:
                 self._token = self._read()
                 self._stamp = stamp
+                self._expires = token_expiry(self._token, self.user)
+            _check_not_expired(self._expires, self._clock)
             return self._token
 
     def refreshed_token(self) -> Secret | None:
         with self._lock:
             old = self._token
             self._token = self._read()
+            self._expires = token_expiry(self._token, self.user)
             return self._token if self._token != old else None
 
 

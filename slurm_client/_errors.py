@@ -160,6 +160,13 @@ _EMPTY_RESULT_NUMBERS = frozenset({9000, 9003})  # REST_INVALID_QUERY, REST_EMPT
 ALREADY_DONE = 2021  # ESLURM_ALREADY_DONE
 JOB_HELD = 2042  # ESLURM_JOB_HELD: a harmless note on a submit with hold=true
 CAN_NOT_START_IMMEDIATELY = 2078
+# SLURM_ERROR: what v0.0.38 (22.05) reports for any failed slurmctld call, including a token
+# slurmctld refused (e.g. signed with another key) and an unreachable slurmctld.
+UNSPECIFIED = -1
+_UNSPECIFIED_HINT = (
+    " — slurmctld refused or failed the call without saying why; on REST v0.0.38 this is what a "
+    "token signed with another key, or an unreachable slurmctld, looks like"
+)
 
 
 _NOT_FOUND_BY_TARGET: dict[str, type[NotFound]] = {
@@ -229,6 +236,8 @@ def error_for_reply(
             if candidate is not SlurmApiError:
                 cls = candidate
                 break
+    if cls is SlurmApiError and any(e.number == UNSPECIFIED for e in significant):
+        return SlurmApiError(what + _UNSPECIFIED_HINT, status=status, errors=significant)
     if cls is SlurmApiError and not 200 <= status < 300:
         cls = _class_for_status(status, target)
     elif cls is SlurmApiError and lookup and target is not None:
@@ -251,7 +260,11 @@ def is_transient(exc: SlurmError) -> bool:
     """True for failures worth retrying when the request is idempotent."""
     if isinstance(exc, SlurmTransportError | ServerBusy | MalformedResponse):
         return True
-    # A bare 5xx with no Slurm error number: slurmrestd had a hiccup.
+    # A bare 5xx with no Slurm error number (slurmrestd had a hiccup), or v0.0.38's -1, which is
+    # also how it reports an unreachable slurmctld.
     return (
-        type(exc) is SlurmApiError and exc.status is not None and exc.status >= 500 and not exc.error_numbers
+        type(exc) is SlurmApiError
+        and exc.status is not None
+        and exc.status >= 500
+        and set(exc.error_numbers) <= {UNSPECIFIED}
     )

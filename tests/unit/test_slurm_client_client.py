@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import respx
 
@@ -37,6 +39,9 @@ from slurm_client import (
 )
 
 URL = "http://slurmrestd.test"
+TOKEN = jwt.encode(
+    {"sun": "slurm", "iat": int(time.time()), "exp": int(time.time()) + 3600}, b"k" * 32, "HS256"
+)
 FIXTURES = Path(__file__).parent / "slurm_fixtures"
 SPEC = JobSpec(name="pod-a", partition="slurm-bridge", script="#!/bin/sh\ntrue\n")
 
@@ -53,7 +58,7 @@ async def no_sleep(_: float) -> None:
 def make_client(version: str | None = "v0.0.42", **kwargs: Any) -> SlurmClient:
     kwargs.setdefault("retry", RetryPolicy(attempts=4, deadline=5.0))
     return SlurmClient(
-        URL, auth=StaticTokenAuth("slurm", "secret-token"), api_version=version, sleep=no_sleep, **kwargs
+        URL, auth=StaticTokenAuth("slurm", TOKEN), api_version=version, sleep=no_sleep, **kwargs
     )
 
 
@@ -154,7 +159,7 @@ async def test_headers_and_pooling(v42: SlurmClient) -> None:
         await v42.ping()
     request = route.calls.last.request
     assert request.headers["X-SLURM-USER-NAME"] == "slurm"
-    assert request.headers["X-SLURM-USER-TOKEN"] == "secret-token"
+    assert request.headers["X-SLURM-USER-TOKEN"] == TOKEN
     assert route.call_count == 3
 
 

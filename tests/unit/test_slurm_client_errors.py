@@ -105,6 +105,7 @@ def test_benign_only_for_the_listed_number() -> None:
         ),
         pytest.param(SlurmApiError("x", status=500), True, False, id="bare-500"),
         pytest.param(SlurmApiError("x", status=500, errors=[entry(9999)]), False, False, id="numbered-500"),
+        pytest.param(SlurmApiError("x", status=500, errors=[entry(-1)]), True, False, id="v0038-unspecified"),
         pytest.param(JobNotFound("x", status=500), False, False, id="not-found"),
         pytest.param(AuthError("x", status=401), False, False, id="auth"),
     ],
@@ -126,3 +127,15 @@ def test_message_carries_status_and_slurm_text() -> None:
     assert str(failure) == (
         "GET /slurm/v0.0.38/job/9 (HTTP 500): [2017] Invalid job id specified; Unable to find JobId=9"
     )
+
+
+def test_v0038_unspecified_error_says_what_it_may_mean() -> None:
+    failure = error_for_reply(
+        what="GET /slurm/v0.0.38/jobs",
+        status=500,
+        errors=(SlurmErrorEntry(-1, "Unspecified error", "Failed while looking for jobs"),),
+        target=None,
+    )
+    assert type(failure) is SlurmApiError
+    assert "token signed with another key" in str(failure)
+    assert is_transient(failure)
