@@ -25,8 +25,10 @@ from kube_client import (
     LeaderElectionConfig,
     LeaderElector,
     NotFound,
+    ObjectList,
     PatchType,
     ResourceRef,
+    WatchStream,
     field_index,
 )
 from tests import testbed_env
@@ -133,6 +135,35 @@ async def test_informer_follows_create_update_delete_across_watch_restarts(
         await wait_until("DELETED a", lambda: _async(informer.get(f"{namespace}/a") is None))
         assert informer.stats.lists == 1  # restarts resumed the watch; no relist was needed
         assert informer.stats.errors == 0
+
+
+class CompactedFirstWatch:
+    """Passes calls through, but the first watch resumes from resourceVersion "1", long compacted away:
+    what an informer sees after a disconnect longer than etcd's history."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self._client = client
+        self._first = True
+
+    async def list_objects(self, ref: ResourceRef, **kwargs: Any) -> ObjectList:
+        return await self._client.list_objects(ref, **kwargs)
+
+    async def open_watch(self, ref: ResourceRef, **kwargs: Any) -> WatchStream:
+        if self._first:
+            self._first = False
+            kwargs["resource_version"] = "1"
+        return await self._client.open_watch(ref, **kwargs)
+
+
+async def test_informer_relists_when_its_resource_version_expired(client: KubeClient, namespace: str) -> None:
+    await create_pod(client, namespace, "before")
+    informer = Informer(CompactedFirstWatch(client), PODS, namespace=namespace, resync_period=None)
+    async with informer:
+        await wait_until("relist after 410", lambda: _async(informer.stats.lists == 2))
+        assert informer.stats.expired == 1
+        await create_pod(client, namespace, "after")
+        await wait_until("ADDED after", lambda: _async(informer.get(f"{namespace}/after") is not None))
+        assert informer.get(f"{namespace}/before") is not None
 
 
 async def test_informer_on_cluster_scoped_nodes(client: KubeClient, cluster: KubeCluster) -> None:
