@@ -10,9 +10,7 @@ Exit status: 0 success; 1 a pod cannot be translated; 2 bad usage, configuration
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
-import inspect
 import logging
 import os
 import sys
@@ -102,8 +100,7 @@ def _components(args: argparse.Namespace) -> set[str] | None:
 
 
 def _run_components(config: BridgeConfig, components: set[str]) -> int:
-    # Imported late: explain must work without the runtime's dependencies, and the module is
-    # written separately (contract: run(config, components) -> int | None, or a coroutine of it).
+    # Imported late: explain must not pay for (or depend on) the clients and loops of the runtime.
     try:
         runner = importlib.import_module(_RUNNER_MODULE)
     except ModuleNotFoundError as exc:
@@ -111,10 +108,7 @@ def _run_components(config: BridgeConfig, components: set[str]) -> int:
             raise
         print(f"slurm-bridge: {', '.join(sorted(components))}: not available in this build", file=sys.stderr)
         return 2
-    result = runner.run(config, components)
-    if inspect.iscoroutine(result):
-        result = asyncio.run(result)
-    return int(result or 0)
+    return int(runner.run(config, components))
 
 
 if __name__ == "__main__":

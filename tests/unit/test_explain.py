@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -264,14 +266,37 @@ def test_sbatch_command_quotes_for_the_shell() -> None:
     )
 
 
-def test_other_commands_need_the_runner(capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        import bridge.runner  # type: ignore[import-not-found]  # noqa: F401
-    except ModuleNotFoundError:
-        assert main(["controller"]) == 2
-        assert "not available in this build" in capsys.readouterr().err
-    else:
-        pytest.skip("bridge.runner exists: the components really run")
+@pytest.mark.parametrize(
+    ("argv", "components"),
+    [
+        (["scheduler"], {"scheduler"}),
+        (["controller"], {"controller"}),
+        (["exporter"], {"exporter"}),
+        (["run"], {"scheduler", "controller", "exporter"}),
+        (["run", "--components", "controller, scheduler"], {"scheduler", "controller"}),
+    ],
+    ids=["scheduler", "controller", "exporter", "run-all", "run-some"],
+)
+def test_components_start_through_the_runner(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], components: set[str]
+) -> None:
+    calls: list[set[str]] = []
+
+    def fake_run(config: BridgeConfig, chosen: set[str]) -> int:
+        calls.append(chosen)
+        return 3
+
+    monkeypatch.setitem(sys.modules, "bridge.runner", types.SimpleNamespace(run=fake_run))
+    assert main(argv) == 3
+    assert calls == [components]
+
+
+def test_missing_runner_is_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "bridge.runner", None)  # makes the import fail
+    assert main(["controller"]) == 2
+    assert "controller: not available in this build" in capsys.readouterr().err
 
 
 def test_run_rejects_unknown_components(capsys: pytest.CaptureFixture[str]) -> None:
