@@ -65,7 +65,9 @@ class SlurmConfig(_Section):
     api_version: str | None = Field(default=None, pattern=r"^v\d+\.\d+\.\d+$")  # None: negotiate
     partition: str = Field(default=wellknown.DEFAULT_PARTITION, min_length=1)
     default_time_limit_minutes: int | None = Field(default=None, ge=1)  # None: partition default
-    placeholder_mode: PlaceholderMode = PlaceholderMode.AUTO
+    # batch by default: only a batch placeholder can end with the pod's real outcome (COMPLETED /
+    # FAILED) in Slurm's accounting; EXTERNAL_JOB (REST v0.0.43+) always ends CANCELLED.
+    placeholder_mode: PlaceholderMode = PlaceholderMode.BATCH
     request_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")

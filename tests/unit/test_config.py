@@ -29,7 +29,7 @@ def test_defaults_without_file() -> None:
     assert config.node_name_label is None
     assert config.cluster_id == "default"
     assert config.slurm.partition == "slurm-bridge"
-    assert config.slurm.placeholder_mode is PlaceholderMode.AUTO
+    assert config.slurm.placeholder_mode is PlaceholderMode.BATCH
     assert config.slurm.default_time_limit_minutes is None
     assert config.kubernetes.kubeconfig is None
     assert config.leader_election.enabled
