@@ -74,9 +74,9 @@ class V0040Adapter(BaseAdapter):
         return [self._job(entry) for entry in records(body, "jobs", what)]
 
     def unchanged_since(self, body: Body) -> bool:
-        # No jobs plus a warning ("no change since update_time") means nothing changed; no jobs
-        # without a warning means there are really no jobs.
-        return bool(warning_texts(body))
+        # Nothing changed: HTTP 200, no jobs, a warning "No job changes since update_time[...]" and
+        # last_update 0 (24.11 and 26.05 alike). No jobs with a real last_update means no jobs.
+        return bool(warning_texts(body)) or number(body.get("last_update")) == 0
 
     def _job(self, d: Mapping[str, Any]) -> Job:
         state, flags = job_state(d.get("job_state"))

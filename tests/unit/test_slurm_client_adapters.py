@@ -485,7 +485,9 @@ def test_v0042_jobs() -> None:
 def test_v0042_unchanged_answer() -> None:
     adapter = adapter_for("v0.0.42")
     assert adapter.unchanged_since(fixture("v0042_jobs_unchanged.json"))
-    assert not adapter.unchanged_since({"jobs": [], "warnings": []})
+    assert adapter.unchanged_since({"jobs": [], "last_update": {"set": True, "number": 0}, "warnings": []})
+    really_empty = {"jobs": [], "last_update": {"set": True, "number": 1795442589}, "warnings": []}
+    assert not adapter.unchanged_since(really_empty)
 
 
 def test_v0042_nodes() -> None:
