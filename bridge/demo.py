@@ -27,8 +27,9 @@ def show(env: dict[str, str], command: str) -> None:
 
 def main() -> None:
     env = testbed_environment()
-    print(f"Testbed: Slurm {env['SLURM_VERSIONS']} (default {env['SLURM_VERSION']}), Kubernetes {env['K8S_VERSION']}")
-    for command in ("sinfo", "squeue", "kubectl get nodes -o wide", "kubectl api-resources --api-group=scheduling.k8s.io"):
+    versions, default, k8s = env["SLURM_VERSIONS"], env["SLURM_VERSION"], env["K8S_VERSION"]
+    print(f"Testbed: Slurm {versions} (default {default}), Kubernetes {k8s}")
+    for command in ("sinfo", "squeue", "kubectl get nodes -o wide"):
         show(env, command)
 
 

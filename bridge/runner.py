@@ -40,7 +40,8 @@ ORPHAN_SWEEP_SECONDS = 30.0
 
 def run(config: BridgeConfig, components: set[str]) -> int:
     if "exporter" in components:
-        log.warning("the exporter is not part of this build yet; running %s", ", ".join(sorted(components - {"exporter"})))
+        others = ", ".join(sorted(components - {"exporter"}))
+        log.warning("the exporter is not part of this build yet; running %s", others)
         components = components - {"exporter"}
     if not components:
         return 2

@@ -32,6 +32,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marker = metafunc.definition.get_closest_marker("slurm_version")
         if marker is not None:
             versions = [v for v in versions if v in marker.args] or list(marker.args)
+        if metafunc.definition.get_closest_marker("slurm_default_only") is not None:
+            versions = versions[:1]
         metafunc.parametrize("slurm_cluster", versions, indirect=True, ids=[f"slurm{v}" for v in versions])
 
 

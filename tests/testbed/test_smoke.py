@@ -56,16 +56,12 @@ def test_slurm_job_runs_on_two_nodes(slurm_cluster: SlurmCluster) -> None:
         assert answer.status_code == 200, answer.text
         job_id = answer.json()["job_id"]
         try:
-            squeue = wait_for(
-                f"job {job_id} RUNNING in squeue",
-                lambda: (
-                    out
-                    if (out := slurm_cluster.cli("squeue", "-h", "-j", str(job_id), "-o", "%T %D %j %N")).startswith(
-                        "RUNNING"
-                    )
-                    else None
-                ),
-            )
+
+            def running() -> str | None:
+                out = slurm_cluster.cli("squeue", "-h", "-j", str(job_id), "-o", "%T %D %j %N")
+                return out if out.startswith("RUNNING") else None
+
+            squeue = wait_for(f"job {job_id} RUNNING in squeue", running)
             state, node_count, job_name, _nodelist = squeue.split()
             assert (state, node_count, job_name) == ("RUNNING", "2", name)
         finally:
@@ -73,7 +69,8 @@ def test_slurm_job_runs_on_two_nodes(slurm_cluster: SlurmCluster) -> None:
 
 
 def test_slurm_nodes_have_declared_resources(slurm_cluster: SlurmCluster) -> None:
-    rows = slurm_cluster.cli("sinfo", "-h", "-N", "-p", slurm_cluster.partition, "-o", "%N %c %m %G").split("\n")
+    out = slurm_cluster.cli("sinfo", "-h", "-N", "-p", slurm_cluster.partition, "-o", "%N %c %m %G")
+    rows = out.split("\n")
     nodes = {row.split()[0]: row.split()[1:] for row in rows if row.strip()}
     assert sorted(nodes) == sorted(slurm_cluster.nodes)
     for name, (cpus, memory, gres) in nodes.items():
@@ -99,7 +96,8 @@ def bind(kube: KubeCluster, ns: str, pod: str, node: str) -> None:
         "metadata": {"name": pod, "namespace": ns},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     }
-    kube.kubectl("create", "--raw", f"/api/v1/namespaces/{ns}/pods/{pod}/binding", "-f", "-", stdin=json.dumps(binding))
+    path = f"/api/v1/namespaces/{ns}/pods/{pod}/binding"
+    kube.kubectl("create", "--raw", path, "-f", "-", stdin=json.dumps(binding))
 
 
 def test_pod_bound_runs_then_succeeds(kube: KubeCluster) -> None:
@@ -125,6 +123,9 @@ def test_pod_bound_runs_then_succeeds(kube: KubeCluster) -> None:
         kube.kubectl("delete", "namespace", ns, "--wait=false")
 
 
+COMPLETE_STATUS = 'jsonpath={.status.conditions[?(@.type=="Complete")].status}'
+
+
 def test_job_controller_creates_pod_and_completes(kube: KubeCluster) -> None:
     ns = create_namespace(kube)
     try:
@@ -146,13 +147,14 @@ def test_job_controller_creates_pod_and_completes(kube: KubeCluster) -> None:
         kube.kubectl("-n", ns, "create", "-f", "-", stdin=json.dumps(job))
         pod = wait_for(
             "the Job's pod",
-            lambda: kube.kubectl("-n", ns, "get", "pods", "-l", "job-name=j", "-o", "jsonpath={.items[0].metadata.name}"),
+            lambda: kube.kubectl(
+                "-n", ns, "get", "pods", "-l", "job-name=j", "-o", "jsonpath={.items[0].metadata.name}"
+            ),
         )
         bind(kube, ns, pod, kube.nodes[1])
         wait_for(
             "Job Complete",
-            lambda: "True"
-            in kube.kubectl("-n", ns, "get", "job", "j", "-o", 'jsonpath={.status.conditions[?(@.type=="Complete")].status}'),
+            lambda: "True" in kube.kubectl("-n", ns, "get", "job", "j", "-o", COMPLETE_STATUS),
             timeout=60,
         )
     finally:
