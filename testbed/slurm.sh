@@ -38,8 +38,14 @@ if [[ -z "$ROOT" ]]; then IN="$STATE_ROOT/slurm/$VERSION"; else IN="/srv/bridge-
 HOST_STATE="$ROOT$IN"
 CONF="$IN/slurm.conf"
 
+# Slurm's commands authenticate with $SLURM_JWT when it is set; .testbed/env sets it for slurmrestd
+# clients, and another cluster's token would be refused: commands here always run without it.
 in_root() { # run a command with this cluster's root file system and config
-  if [[ -z "$ROOT" ]]; then env SLURM_CONF="$CONF" "$@"; else chroot "$ROOT" env SLURM_CONF="$CONF" "$@"; fi
+  if [[ -z "$ROOT" ]]; then
+    env -u SLURM_JWT SLURM_CONF="$CONF" "$@"
+  else
+    chroot "$ROOT" env -u SLURM_JWT SLURM_CONF="$CONF" "$@"
+  fi
 }
 
 debian_mirror() {
@@ -252,9 +258,9 @@ write_env() {
   mkdir -p "$bin"
   for c in squeue sinfo scontrol scancel sbatch srun salloc sacct sprio sshare; do
     if [[ -z "$ROOT" ]]; then
-      printf '#!/bin/sh\nSLURM_CONF=%s exec /usr/bin/%s "$@"\n' "$CONF" "$c" >"$bin/$c"
+      printf '#!/bin/sh\nexec env -u SLURM_JWT SLURM_CONF=%s /usr/bin/%s "$@"\n' "$CONF" "$c" >"$bin/$c"
     else
-      printf '#!/bin/sh\nexec chroot %s env SLURM_CONF=%s /usr/bin/%s "$@"\n' "$ROOT" "$CONF" "$c" >"$bin/$c"
+      printf '#!/bin/sh\nexec chroot %s env -u SLURM_JWT SLURM_CONF=%s /usr/bin/%s "$@"\n' "$ROOT" "$CONF" "$c" >"$bin/$c"
     fi
     chmod +x "$bin/$c"
   done

@@ -10,6 +10,9 @@ VERSIONS="${VERSIONS//,/ }"
 read -r -a VLIST <<<"$VERSIONS"
 DEFAULT="${VLIST[0]}"
 mkdir -p "$STATE_ROOT"
+# One `up` at a time (test runs in parallel share the testbed); a second waits, then finds it running.
+exec 8>"$STATE_ROOT/.up.lock"
+flock 8
 t0=$SECONDS
 # Slurm installs are mostly downloads and the Kubernetes build is CPU: overlap them.
 bash "$HERE/k8s.sh" up >"$STATE_ROOT/k8s-up.log" 2>&1 &
@@ -26,6 +29,13 @@ fi
 cat "$STATE_ROOT/k8s-up.log" >&2
 [[ -z "$slurm_failed" ]] || { echo "[testbed] FATAL: Slurm$slurm_failed did not come up (see above)" >&2; exit 1; }
 
+# The environment names every running cluster: the requested ones first (the first is the default),
+# then any other version still running from an earlier `up`.
+for f in "$STATE_ROOT"/slurm-*.env; do
+  [[ -e "$f" ]] || continue
+  v="${f##*/slurm-}"; v="${v%.env}"
+  [[ " ${VLIST[*]} " == *" $v "* ]] || VLIST+=("$v")
+done
 dv="${DEFAULT/./_}"
 {
   echo "# Written by testbed/up.sh; source it: set -a; . .testbed/env; set +a"
