@@ -96,9 +96,10 @@ class GangKey(_Frozen):
     def parse(cls, text: str) -> GangKey:
         """The key written as ``<namespace>/<kind>/<name>``; raises ValueError for anything else."""
         match = _KEY.fullmatch(text)
-        if match is None:
+        kinds = {kind.value: kind for kind in GangKind}
+        if match is None or match["kind"] not in kinds:
             raise ValueError(f"{text!r} is not a gang key (<namespace>/<kind>/<name>)")
-        return cls(namespace=match["namespace"], kind=GangKind(match["kind"]), name=match["name"])
+        return cls(namespace=match["namespace"], kind=kinds[match["kind"]], name=match["name"])
 
 
 class OwnerRef(_Frozen):
@@ -207,13 +208,13 @@ class GangInfo(_Frozen):
     @classmethod
     def from_lws_leader(cls, leader: PodInfo) -> GangInfo | None:
         """The LeaderWorkerSet group `leader` leads; None if it is no leader of a group of 2 or more."""
-        key = _lws_key(leader)
-        if key is None or leader.labels.get(LABEL_LWS_WORKER_INDEX) != "0":
+        key, size = _lws_key(leader), _lws_size(leader) or 0
+        if key is None or size < 2 or leader.labels.get(LABEL_LWS_WORKER_INDEX) != "0":
             return None
         return cls(
             key=key,
             uid=leader.uid,
-            min_member=_lws_size(leader) or 1,
+            min_member=size,
             creation_timestamp=leader.creation_timestamp,
             deletion_timestamp=leader.deletion_timestamp,
             owner=OwnerRef(

@@ -435,14 +435,13 @@ def _plan_running(view: _View, job: Job, crew: list[PodInfo], plan: _Plan) -> No
     if trigger is not None:
         plan.phase = GangPhase.FAILED
         reason, what = trigger
-        message = f"{what}: ending the gang (Slurm job {job.job_id})"
+        message = f"{what}: ending the gang and its Slurm job {job.job_id}"
         plan.actions += _release(view, job, reason, message)
         return
     if over:
         plan.phase = GangPhase.FINISHED if all(p.phase == PHASE_SUCCEEDED for p in crew) else GangPhase.FAILED
-        plan.actions += _release(
-            view, job, Reason.JOB_RELEASED, f"every member has ended (Slurm job {job.job_id})"
-        )
+        message = f"every member has ended: releasing Slurm job {job.job_id}"
+        plan.actions += _release(view, job, Reason.JOB_RELEASED, message)
         return
 
     # Members labelled but not bound (a bind that failed part-way) get the free nodes.
@@ -544,8 +543,9 @@ def _plan_without_group(
         if not _active(job):
             continue
         crew = [p for p in ours if p.labelled_job_id == job.job_id]
-        message = f"{what} is gone: ending its gang (Slurm job {job.job_id})"
-        actions += _delete([p for p in crew if _live(p) and p.is_bound], GangReason.GROUP_DELETED, message)
+        message = f"{what} is gone: ending its gang and Slurm job {job.job_id}"
+        doomed = [p for p in crew if _live(p) and p.is_bound]
+        actions += _delete(doomed, GangReason.GROUP_DELETED, message, event=False)
         if any(p.is_bound and not p.is_terminal for p in crew):
             held.add(job.job_id)  # release at terminal: its members may still run on the allocation
         else:
@@ -673,9 +673,7 @@ def _release(
     outcome = _outcome(crew)
     actions.append(_cancel(job, outcome, message))
     warning = reason is not Reason.JOB_RELEASED or outcome is not JobOutcome.SUCCESS
-    actions.append(
-        RecordGroupEvent(Reason.JOB_RELEASED, f"{message}: ending Slurm job {job.job_id}", warning)
-    )
+    actions.append(RecordGroupEvent(Reason.JOB_RELEASED, message, warning))
     done = [p for p in crew if p.has_finalizer and (not _live(p) or p in doomed)]
     if done:
         actions.append(RemoveMemberFinalizers(_refs(done)))
