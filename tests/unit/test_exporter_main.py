@@ -1,0 +1,252 @@
+"""The exporter as a whole: HTTP /metrics, serve() lifecycle, and the real client over respx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import respx
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.config import BridgeConfig
+from exporter import Exporter, default_stale_after, parse_listen_address, serve
+from slurm_client import NO_RETRY, Diag, JobList, Node, NodeState, Partition, SlurmClient, StaticTokenAuth
+
+URL = "http://slurmrestd.test"
+TOKEN = jwt.encode(
+    {"sun": "slurm", "iat": int(time.time()), "exp": int(time.time()) + 3600}, b"k" * 32, "HS256"
+)
+API = f"{URL}/slurm/v0.0.45"
+FIXTURES = Path(__file__).parent / "slurm_fixtures"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+class TinySlurm:
+    """Two idle nodes in one partition, no jobs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def list_jobs(self, *, update_time: Any = None) -> JobList:
+        self.calls += 1
+        from datetime import UTC, datetime
+
+        return JobList(next_update_time=datetime.now(UTC))
+
+    async def list_nodes(self) -> tuple[Node, ...]:
+        return tuple(Node(name=f"n{i}", state=NodeState.IDLE, cpus_total=8) for i in range(2))
+
+    async def list_partitions(self) -> tuple[Partition, ...]:
+        return (Partition(name="p", nodes=("n0", "n1"), total_nodes=2, total_cpus=16),)
+
+    async def diag(self) -> Diag:
+        return Diag()
+
+
+def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+async def wait_for(condition: Callable[[], bool], within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 (polling state another task changes)
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+        ("0.0.0.0:8080", ("0.0.0.0", 8080)),
+        (":9100", ("0.0.0.0", 9100)),
+        ("[::1]:9100", ("::1", 9100)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+    ids=["ipv4", "any", "port-only", "ipv6", "port-zero"],
+)
+def test_parse_listen_address(address: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["9100", "host:", "host:http", "host:70000", ""], ids=str)
+def test_parse_listen_address_rejects(address: str) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        parse_listen_address(address)
+
+
+@pytest.mark.parametrize(("interval", "bound"), [(1.0, 30.0), (2.0, 30.0), (5.0, 50.0)], ids=str)
+def test_default_stale_after(interval: float, bound: float) -> None:
+    assert default_stale_after(interval) == bound
+
+
+async def test_metrics_over_http() -> None:
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    async with Exporter(TinySlurm(), registry=registry, interval=0.05, listen="127.0.0.1:0") as exporter:
+        address = exporter.address
+        assert address is not None
+        task = asyncio.create_task(exporter.run(stop))
+        await wait_for(lambda: exporter.poller.status.last_ok is True)
+        async with httpx.AsyncClient() as http:
+            reply = await http.get(f"http://127.0.0.1:{address[1]}/metrics")
+        stop.set()
+        await task
+    assert reply.status_code == 200
+    samples = scrape(reply.text)
+    assert samples[("slurm_exporter_up", frozenset())] == 1
+    assert samples[("slurm_partition_nodes_idle", frozenset({("partition", "p")}))] == 2
+    assert samples[("slurm_partition_cpus", frozenset({("partition", "p")}))] == 16
+    # closed: the server is gone and the collector unregistered
+    assert list(registry.collect()) == []
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{address[1]}/metrics")
+
+
+async def test_serve_into_a_shared_registry_without_a_server() -> None:
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    slurm = TinySlurm()
+    config = BridgeConfig(metrics_listen_address="127.0.0.1:1")  # would fail to bind if used
+    task = asyncio.create_task(
+        serve(config, registry=registry, stop=stop, start_server=False, slurm=slurm, interval=0.02)
+    )
+    await wait_for(lambda: registry.get_sample_value("slurm_exporter_up") == 1)
+    await wait_for(lambda: slurm.calls >= 3)
+    assert registry.get_sample_value("slurm_exporter_stale_after_seconds") == 30.0
+    stop.set()
+    await asyncio.wait_for(task, timeout=2.0)
+    assert registry.get_sample_value("slurm_exporter_up") is None
+
+
+async def test_serve_stops_when_the_stop_event_is_set_during_a_refresh() -> None:
+    class SlowSlurm(TinySlurm):
+        async def diag(self) -> Diag:
+            await asyncio.sleep(0.2)
+            return Diag()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(BridgeConfig(), stop=stop, start_server=False, slurm=SlowSlurm(), interval=1)
+    )
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, timeout=2.0)
+
+
+def jobs_reply(request: httpx.Request) -> httpx.Response:
+    """Like slurmrestd: a poll with update_time and no change since is answered 304, empty."""
+    if "update_time" in request.url.params:
+        return httpx.Response(304)
+    return httpx.Response(200, json=fixture("v0045_recorded_jobs.json"))
+
+
+def recorded_routes(router: respx.MockRouter) -> None:
+    router.get(f"{API}/jobs/").mock(side_effect=jobs_reply)
+    router.get(f"{API}/nodes/").mock(
+        return_value=httpx.Response(200, json=fixture("v0045_recorded_nodes.json"))
+    )
+    router.get(f"{API}/partitions/").mock(
+        return_value=httpx.Response(200, json=fixture("v0045_recorded_partitions.json"))
+    )
+    router.get(f"{API}/diag/").mock(
+        return_value=httpx.Response(200, json=fixture("v0045_recorded_diag.json"))
+    )
+
+
+def client() -> SlurmClient:
+    return SlurmClient(URL, auth=StaticTokenAuth("slurm", TOKEN), api_version="v0.0.45", retry=NO_RETRY)
+
+
+async def test_recorded_slurm_26_05_answers_through_the_real_client() -> None:
+    registry = CollectorRegistry()
+    with respx.mock(assert_all_called=False) as router:
+        recorded_routes(router)
+        async with client() as slurm:
+            exporter = Exporter(slurm, registry=registry, interval=1)
+            async with exporter:
+                assert await exporter.poller.refresh() is True
+                assert await exporter.poller.refresh() is True  # answered 304: jobs reused
+                part = {"partition": "slurm-bridge"}
+                assert registry.get_sample_value("slurm_exporter_up") == 1
+                assert registry.get_sample_value("slurm_partition_nodes", part) == 4
+                assert registry.get_sample_value("slurm_partition_nodes_idle", part) == 4
+                assert registry.get_sample_value("slurm_partition_cpus", part) == 16
+                assert registry.get_sample_value("slurm_partition_gpus", part) == 4
+                assert (
+                    registry.get_sample_value("slurm_partition_nodes_future", {"partition": "nodeset"}) == 8
+                )
+                assert (
+                    registry.get_sample_value("slurm_node_memory_bytes", {"node": "slurm-bridge-0"})
+                    == 8 << 30
+                )
+                assert registry.get_sample_value("slurm_jobs_cancelled") == 1
+                polls = {
+                    answer: registry.get_sample_value("slurm_exporter_job_polls_total", {"answer": answer})
+                    for answer in ("full", "not_modified")
+                }
+                assert polls == {"full": 1, "not_modified": 1}
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (httpx.Response(200, text="<html>proxy error</html>"), "malformed"),
+        (httpx.Response(200, json={"nodes": "not a list"}), "malformed"),
+        (httpx.Response(401, json={"errors": [{"error_number": 1007, "error": "Invalid token"}]}), "auth"),
+        (httpx.Response(503, text="unavailable"), "busy"),
+        (httpx.ConnectError("refused"), "transport"),
+    ],
+    ids=["html", "wrong-shape", "auth", "unavailable", "refused"],
+)
+async def test_garbage_or_failure_from_slurmrestd(reply: httpx.Response | Exception, kind: str) -> None:
+    registry = CollectorRegistry()
+    with respx.mock(assert_all_called=False) as router:
+        recorded_routes(router)
+        async with client() as slurm:
+            exporter = Exporter(slurm, registry=registry, interval=1)
+            async with exporter:
+                assert await exporter.poller.refresh() is True
+                route = router.get(f"{API}/nodes/")
+                if isinstance(reply, Exception):
+                    route.mock(side_effect=reply)
+                else:
+                    route.mock(return_value=reply)
+                assert await exporter.poller.refresh() is False
+                errors = {"operation": "nodes", "kind": kind}
+                assert registry.get_sample_value("slurm_exporter_up") == 0
+                assert registry.get_sample_value("slurm_exporter_slurmrestd_errors_total", errors) == 1
+                assert registry.get_sample_value("slurm_exporter_refreshes_total", {"result": "failure"}) == 1
+                # the last good numbers stay until the staleness bound, never replaced by zeros
+                assert registry.get_sample_value("slurm_partition_cpus", {"partition": "slurm-bridge"}) == 16
+
+
+async def test_serve_builds_its_client_from_the_config() -> None:
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    config = BridgeConfig.model_validate({"slurm": {"url": URL, "token": TOKEN, "api_version": "v0.0.45"}})
+    with respx.mock(assert_all_called=False) as router:
+        recorded_routes(router)
+        task = asyncio.create_task(
+            serve(config, registry=registry, stop=stop, start_server=False, interval=0.05)
+        )
+        await wait_for(lambda: registry.get_sample_value("slurm_exporter_up") == 1)
+        stop.set()
+        await asyncio.wait_for(task, timeout=2.0)
+        assert router.calls.last.request.headers["X-SLURM-USER-TOKEN"] == TOKEN
