@@ -470,7 +470,7 @@ def _plan_without_job(view: _View, last: Job | None, plan: _Plan) -> None:
             succeeded = all(p.phase == PHASE_SUCCEEDED for p in crew)
             plan.phase = GangPhase.FINISHED if succeeded else GangPhase.FAILED
         plan.job_id = last.job_id
-    waiting = _waiting(view, last)
+    waiting = _waiting(view, None)
     if waiting:
         plan.phase = GangPhase.PENDING
         _plan_submission(view, waiting, plan)
@@ -664,7 +664,11 @@ def _release(
     view: _View, job: Job, reason: AnyReason, message: str, *, unbound_too: bool = True
 ) -> list[GangAction]:
     """End `job`: delete its live members (bound ones only, unless `unbound_too`), and cancel it once
-    none of them may still run on its allocation; then their finalizers come off."""
+    none of them may still run on its allocation; then their finalizers come off.
+
+    Members are deleted with `reason`; the cancel is announced as JOB_RELEASED, except for the
+    single-pod reasons (stale, duplicate), which keep their own as controller/plan.py does.
+    """
     crew = view.crew(job)
     doomed = [p for p in crew if _live(p) and (unbound_too or p.is_bound)]
     actions = _delete(doomed, reason, message)
@@ -673,7 +677,8 @@ def _release(
     outcome = _outcome(crew)
     actions.append(_cancel(job, outcome, message))
     warning = reason is not Reason.JOB_RELEASED or outcome is not JobOutcome.SUCCESS
-    actions.append(RecordGroupEvent(Reason.JOB_RELEASED, message, warning))
+    announced = reason if reason in (Reason.STALE_JOB, Reason.DUPLICATE_JOB) else Reason.JOB_RELEASED
+    actions.append(RecordGroupEvent(announced, message, warning))
     done = [p for p in crew if p.has_finalizer and (not _live(p) or p in doomed)]
     if done:
         actions.append(RemoveMemberFinalizers(_refs(done)))
