@@ -1,4 +1,9 @@
-"""`make demo`: the seed's demos on the local testbed, shown as an operator and a user would see them."""
+"""`make demo`: the seed's first demo on the local testbed, as an operator and a user would see it.
+
+Starts `slurm-bridge run --config .testbed/bridge.yaml`, applies deploy/examples/pause-pod.yaml, shows
+the placeholder job in `squeue` and the pod Running on the node Slurm chose, then deletes the pod and
+shows that its job ended with the pod's outcome.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,80 @@ import os
 import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ENV_FILE = Path(os.environ.get("TESTBED_DIR", REPO / ".testbed")) / "env"
+TESTBED = Path(os.environ.get("TESTBED_DIR", REPO / ".testbed"))
+MANIFEST = REPO / "deploy" / "examples" / "pause-pod.yaml"
 
 
 def testbed_environment() -> dict[str, str]:
-    if not ENV_FILE.exists():
-        sys.exit(f"no testbed environment at {ENV_FILE}: run `make testbed-up` first")
-    script = f"set -a; . {shlex.quote(str(ENV_FILE))}; set +a; env -0"
+    env_file = TESTBED / "env"
+    if not env_file.exists():
+        sys.exit(f"no testbed environment at {env_file}: run `make testbed-up` first")
+    script = f"set -a; . {shlex.quote(str(env_file))}; set +a; env -0"
     out = subprocess.run(["bash", "-c", script], check=True, capture_output=True).stdout.decode()
     return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
 
 
-def show(env: dict[str, str], command: str) -> None:
-    print(f"\n$ {command}", flush=True)
-    subprocess.run(["bash", "-c", command], env=env, check=False)
+def sh(env: dict[str, str], command: str, *, show: bool = True) -> str:
+    if show:
+        print(f"\n$ {command}", flush=True)
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, check=False)
+    if show:
+        print((done.stdout + done.stderr).rstrip(), flush=True)
+    return done.stdout
+
+
+def wait(what: str, probe: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            sys.exit(f"demo: timed out waiting for {what}")
+        time.sleep(0.5)
 
 
 def main() -> None:
     env = testbed_environment()
-    versions, default, k8s = env["SLURM_VERSIONS"], env["SLURM_VERSION"], env["K8S_VERSION"]
-    print(f"Testbed: Slurm {versions} (default {default}), Kubernetes {k8s}")
-    for command in ("sinfo", "squeue", "kubectl get nodes -o wide"):
-        show(env, command)
+    print(f"Testbed: Slurm {env['SLURM_VERSION']}, Kubernetes {env['K8S_VERSION']}")
+    sh(env, "sinfo")
+    sh(env, "kubectl get nodes")
+    log = (TESTBED / "demo-bridge.log").open("w")
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "run", "--config", str(TESTBED / "bridge.yaml")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        print(f"\nslurm-bridge run is up (pid {bridge.pid}, log {log.name}); applying the seed's pause pod")
+        sh(env, f"kubectl apply -f {MANIFEST}")
+
+        def pod_running() -> bool:
+            phase = sh(
+                env, "kubectl -n slurm-bridge get pod pause-pod -o jsonpath={.status.phase}", show=False
+            )
+            return phase == "Running"
+
+        wait("the pod to run", pod_running)
+        sh(env, "squeue")
+        sh(env, "kubectl -n slurm-bridge get pods -o wide")
+        pod = "kubectl -n slurm-bridge get pod pause-pod -o "
+        sh(env, pod + "yaml | grep -A3 -E '^  (labels|annotations):'")
+        job_id = sh(
+            env, pod + "jsonpath={.metadata.labels.scheduler\\.slinky\\.slurm\\.net/slurm-jobid}", show=False
+        )
+        print("\nDeleting the pod: the bridge ends its Slurm job with the pod's outcome.")
+        sh(env, "kubectl -n slurm-bridge delete pod pause-pod --wait=true --timeout=60s")
+        sh(env, f"squeue -t all -j {job_id} -o '%.8i %.12j %.10T %.8M %R'")
+        sh(env, f"scontrol show job {job_id} | grep -E 'JobState|ExitCode'")
+    finally:
+        bridge.terminate()
+        bridge.wait(timeout=20)
+        sh(env, "kubectl -n slurm-bridge delete pod pause-pod --ignore-not-found --wait=false", show=False)
+    print("\nDemo done. The testbed keeps running: `make testbed-status`, `make testbed-down`.")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ import httpx
 from prometheus_client import CollectorRegistry, start_http_server
 
 from bridge.config import BridgeConfig
-from controller.plan import Action
-from controller.pods import CONTROLLER_ACTIONS, SCHEDULER_ACTIONS, PodMetrics, PodReconciler
+from controller.pods import PodMetrics, PodReconciler
 from controller.runtime import Controller, ControllerMetrics
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import (
@@ -82,11 +81,6 @@ async def run_async(
         host, port = _host_port(config.metrics_listen_address)
         start_http_server(port, addr=host, registry=registry)
     identity = identity or f"{socket.gethostname()}-{os.getpid()}"
-    actions: set[type[Action]] = set()
-    if "scheduler" in components:
-        actions |= SCHEDULER_ACTIONS
-    if "controller" in components:
-        actions |= CONTROLLER_ACTIONS
 
     async with _clients(config) as (kube, slurm):
         capabilities = await slurm.discover()
@@ -108,6 +102,7 @@ async def run_async(
         jobs = SlurmJobCache(
             slurm,
             config.cluster_id,
+            owner=config.slurm.user,
             poll_interval=config.poll_interval_seconds,
             on_change=enqueue,
             registry=registry,
@@ -121,7 +116,7 @@ async def run_async(
             nodes=nodes,
             jobs=jobs,
             events=events,
-            actions=actions,
+            components=components,
             metrics=PodMetrics(registry),
         )
         controller = Controller(

@@ -45,6 +45,42 @@ SCHEDULER_ACTIONS: frozenset[type[Action]] = frozenset(
 CONTROLLER_ACTIONS: frozenset[type[Action]] = frozenset(
     {BindPod, CancelJob, DeletePod, RemoveFinalizer, RecordEvent, AddFinalizerAndLabel}
 )
+# When the two run apart, each event is recorded by the component that does what it describes.
+_R = wellknown.Reason
+CONTROLLER_EVENTS: frozenset[str] = frozenset(
+    {
+        _R.SCHEDULED,
+        _R.JOB_RELEASED,
+        _R.NODE_NOT_IN_KUBERNETES,
+        _R.JOB_COMPLETED,
+        _R.JOB_CANCELLED,
+        _R.JOB_FAILED,
+        _R.JOB_TIMEOUT,
+        _R.JOB_PREEMPTED,
+        _R.JOB_NODE_FAIL,
+        _R.JOB_BOOT_FAIL,
+        _R.JOB_DEADLINE,
+        _R.JOB_OUT_OF_MEMORY,
+        _R.JOB_VANISHED,
+        _R.JOB_REQUEUED,
+    }
+)
+SCHEDULER_EVENTS: frozenset[str] = frozenset(set(_R) - CONTROLLER_EVENTS)
+
+
+def duties(components: Collection[str]) -> tuple[frozenset[type[Action]], frozenset[str]]:
+    """The action kinds and event reasons the given components ("scheduler", "controller") apply."""
+    actions: set[type[Action]] = set()
+    events: set[str] = set()
+    if "scheduler" in components:
+        actions |= SCHEDULER_ACTIONS
+        events |= SCHEDULER_EVENTS
+    if "controller" in components:
+        actions |= CONTROLLER_ACTIONS
+        events |= CONTROLLER_EVENTS
+    return frozenset(actions), frozenset(events)
+
+
 # A pod waiting on something only Slurm or the user can change is looked at again this often anyway.
 PENDING_RECHECK_SECONDS = 60.0
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120)
@@ -85,7 +121,7 @@ class PodReconciler:
         nodes: Informer,
         jobs: SlurmJobCache,
         events: EventRecorder,
-        actions: Collection[type[Action]],
+        components: Collection[str],
         metrics: PodMetrics,
     ) -> None:
         self._config = config
@@ -95,7 +131,7 @@ class PodReconciler:
         self._nodes = nodes
         self._jobs = jobs
         self._events = events
-        self._actions = frozenset(actions)
+        self._actions, self._events_said = duties(components)
         self._metrics = metrics
 
     async def reconcile(self, key: str) -> Result:
@@ -105,7 +141,7 @@ class PodReconciler:
             (NodeInfo.from_api(n) for n in self._nodes.objects()), self._config.node_name_label
         )
         observed = PodObservation(pod=pod, jobs=self._jobs.jobs_for(key), slurm_to_kubernetes_nodes=node_map)
-        planned = [a for a in plan_pod(observed, self._config) if type(a) in self._actions]
+        planned = [a for a in plan_pod(observed, self._config) if self._mine(a)]
         for action in planned:
             if raw is None and not isinstance(action, CancelJob):
                 continue
@@ -115,6 +151,11 @@ class PodReconciler:
         if pod is not None and pod.scheduler_name == self._config.scheduler_name and not pod.is_bound:
             return Result(requeue_after=PENDING_RECHECK_SECONDS)
         return Result()
+
+    def _mine(self, action: Action) -> bool:
+        if isinstance(action, RecordEvent):
+            return action.reason in self._events_said
+        return type(action) in self._actions
 
     async def _apply(self, key: str, raw: KubeObject | None, pod: PodInfo | None, action: Action) -> None:
         namespace, name = split_key(key)
@@ -220,7 +261,9 @@ class PodReconciler:
         if not (self._pods.has_synced and self._jobs.synced):
             return 0
         live = {str((p.get("metadata") or {}).get("uid")) for p in self._pods.objects()}
-        doomed = plan_orphan_cleanup(self._jobs.all_jobs(), live, self._config.cluster_id, datetime.now(UTC))
+        doomed = plan_orphan_cleanup(
+            self._jobs.owned_jobs(), live, self._config.cluster_id, datetime.now(UTC)
+        )
         for cancel in doomed:
             try:
                 await self._slurm.cancel_job(cancel.job_id)

@@ -38,6 +38,7 @@ class SlurmJobCache:
         slurm: SlurmClient,
         cluster_id: str,
         *,
+        owner: str | None,
         poll_interval: float,
         on_change: Callable[[str], None],
         registry: CollectorRegistry | None = None,
@@ -45,6 +46,9 @@ class SlurmJobCache:
     ) -> None:
         self._slurm = slurm
         self._cluster_id = cluster_id
+        # Only jobs the bridge's own Slurm user submitted can be ours: a marker in someone else's job is
+        # never acted on (and cancelling another user's job through slurmrestd is refused anyway).
+        self._owner = owner
         self._poll_interval = poll_interval
         self._on_change = on_change
         self._max_backoff = max_backoff
@@ -77,6 +81,10 @@ class SlurmJobCache:
         merged = dict(self._jobs)
         merged.update({i: p.job for i, p in self._provisional.items() if i not in merged})
         return list(merged.values())
+
+    def owned_jobs(self) -> list[Job]:
+        """Jobs with this cluster's marker, submitted by the bridge's Slurm user."""
+        return [job for job in self.all_jobs() if self._pod_key_of(job) is not None]
 
     def pod_keys(self) -> set[str]:
         return {key for key, ids in self._by_pod.items() if ids}
@@ -154,7 +162,7 @@ class SlurmJobCache:
         self._markers = {}
         self._by_pod = defaultdict(set)
         for job in fresh.values():
-            marker = decode_marker(job.comment, self._cluster_id)
+            marker = self._marker_of(job)
             if marker is not None:
                 self._markers[job.job_id] = marker
                 self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
@@ -173,8 +181,13 @@ class SlurmJobCache:
                     log.info("submitted job %d was not listed by a later poll; forgetting it", job_id)
                 del self._provisional[job_id]
 
+    def _marker_of(self, job: Job) -> JobMarker | None:
+        if self._owner is not None and job.user_name is not None and job.user_name != self._owner:
+            return None
+        return decode_marker(job.comment, self._cluster_id)
+
     def _pod_key_of(self, job: Job) -> str | None:
-        marker = decode_marker(job.comment, self._cluster_id)
+        marker = self._marker_of(job)
         return f"{marker.namespace}/{marker.pod_name}" if marker is not None else None
 
 

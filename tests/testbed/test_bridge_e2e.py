@@ -19,7 +19,7 @@ import pytest
 from bridge.config import BridgeConfig
 from bridge.objects import PodInfo
 from bridge.translate import placeholder_job_for
-from slurm_client import JwtKeyAuth, SlurmClient
+from slurm_client import JobSpec, JwtKeyAuth, SlurmClient
 from tests.testbed.bridge_harness import (
     NAMESPACE,
     BridgeProcess,
@@ -342,13 +342,32 @@ def test_orphan_job_is_cancelled_and_foreign_jobs_are_left_alone(
     cluster: Cluster, bridge: BridgeProcess, slurm_cluster: SlurmCluster
 ) -> None:
     cluster_id = bridge.config["cluster_id"]
-    ours = f"slurm-bridge/v1 cluster={cluster_id} pod={NAMESPACE}/ghost spec=0123456789ab uid={uuid.uuid4()}"
-    other_cluster = (
-        f"slurm-bridge/v1 cluster=someone-else pod={NAMESPACE}/ghost spec=0123456789ab uid={uuid.uuid4()}"
+
+    def marker(cluster_name: str) -> str:
+        pod = f"{NAMESPACE}/ghost"
+        return f"slurm-bridge/v1 cluster={cluster_name} pod={pod} spec=0123456789ab uid={uuid.uuid4()}"
+
+    # Submitted as the bridge's Slurm user, as the bridge itself would have: the orphan to clean up.
+    orphan = asyncio.run(
+        _submit(
+            slurm_cluster,
+            JobSpec(
+                name="e2e-orphan",
+                partition=cluster.slurm.partition,
+                hold=True,
+                comment=marker(cluster_id),
+                script=SLEEP,
+            ),
+        )
     )
-    foreign_json = json.dumps({"pods": [f"{NAMESPACE}/ghost"]})
+    foreign = {
+        "other-cluster": marker("someone-else"),
+        "json": json.dumps({"pods": [f"{NAMESPACE}/ghost"]}),
+        "other-user": marker(cluster_id),
+    }
     ids = {}
-    for label, comment in (("ours", ours), ("other", other_cluster), ("json", foreign_json)):
+    for label, comment in foreign.items():
+        # sbatch runs as root here: "other-user" carries our exact marker but is not the bridge user's job
         ids[label] = (
             cluster.slurm.cli(
                 "sbatch",
@@ -356,7 +375,7 @@ def test_orphan_job_is_cancelled_and_foreign_jobs_are_left_alone(
                 "-p",
                 cluster.slurm.partition,
                 "-J",
-                f"e2e-orphan-{label}",
+                f"e2e-foreign-{label}",
                 "-D",
                 "/tmp",
                 "--hold",
@@ -368,12 +387,15 @@ def test_orphan_job_is_cancelled_and_foreign_jobs_are_left_alone(
             .split(";")[0]
         )
     try:
-        wait_for("our orphan cancelled", lambda: cluster.job_state(ids["ours"])[0] == "CANCELLED", 30)
+        wait_for("our orphan cancelled", lambda: cluster.job_state(str(orphan))[0] == "CANCELLED", 30)
         time.sleep(2)
-        assert cluster.job_state(ids["other"])[0] == "PENDING"
-        assert cluster.job_state(ids["json"])[0] == "PENDING"
+        for label, job_id in ids.items():
+            assert cluster.job_state(job_id)[0] == "PENDING", label
     finally:
-        cluster.slurm.cli("scancel", ids["other"], ids["json"], check=False)
+        cluster.slurm.cli("scancel", *ids.values(), check=False)
+
+
+SLEEP = "#!/bin/sh\nsleep 60\n"
 
 
 def test_two_replicas_only_the_leader_acts(cluster: Cluster, bridge: BridgeProcess, tmp_path: Path) -> None:

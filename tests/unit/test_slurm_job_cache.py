@@ -1,0 +1,124 @@
+"""The Slurm job cache: write-through of submits, change notification, 304 handling, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bridge.wellknown import Reason
+from controller.plan import BindPod, CancelJob, RecordEvent, SubmitJob
+from controller.pods import CONTROLLER_EVENTS, SCHEDULER_EVENTS, duties
+from controller.slurm_jobs import SlurmJobCache
+from slurm_client import Job, JobList, JobSpec, JobState, SlurmTransportError
+
+UID = "0b5b1c7e-1111-2222-3333-444455556666"
+MARKER = f"slurm-bridge/v1 cluster=c1 pod=ns/p spec=0123456789ab uid={UID}"
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def job(job_id: int, state: JobState = JobState.PENDING, comment: str | None = MARKER) -> Job:
+    return Job(job_id=job_id, name="p", state=state, comment=comment)
+
+
+class FakeSlurm:
+    """Answers list_jobs from a script of answers; an exception in the script is raised."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.calls: list[datetime | None] = []
+
+    async def list_jobs(self, *, update_time: datetime | None = None) -> JobList:
+        self.calls.append(update_time)
+        answer = self.answers.pop(0) if self.answers else JobList(not_modified=True, next_update_time=NOW)
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, JobList)
+        return answer
+
+
+async def run_polls(cache: SlurmJobCache, slurm: FakeSlurm, polls: int) -> None:
+    task = asyncio.create_task(cache.run())
+    while len(slurm.calls) < polls:  # noqa: ASYNC110 (polling a fake, briefly)
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_changed_jobs_notify_their_pod_and_foreign_jobs_do_not() -> None:
+    seen: list[str] = []
+    slurm = FakeSlurm([JobList(jobs=(job(1), job(2, comment='{"pods": ["ns/p"]}')), next_update_time=NOW)])
+    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=0.001, on_change=seen.append)  # type: ignore[arg-type]
+    await run_polls(cache, slurm, 2)
+    assert seen == ["ns/p"]
+    assert [j.job_id for j in cache.jobs_for("ns/p")] == [1]
+    assert len(cache.all_jobs()) == 2
+    assert cache.synced and cache.healthy
+    assert slurm.calls[0] is None and slurm.calls[1] == NOW  # then polls with update_time
+
+
+async def test_submitted_job_is_visible_before_any_poll_lists_it() -> None:
+    slurm = FakeSlurm([JobList(jobs=(), next_update_time=NOW)])
+    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    cache.record_submitted(7, JobSpec(name="p", comment=MARKER))
+    # the poll began before... no: recorded before this poll started, and that poll did not list job 7
+    assert [j.job_id for j in cache.jobs_for("ns/p")] == [7]
+
+
+async def test_provisional_job_survives_a_poll_that_started_before_the_submit() -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    cache._replace([], poll_started=-1.0)  # an answer to a poll begun long before the submit
+    cache.record_submitted(7, JobSpec(name="p", comment=MARKER))
+    cache._replace([], poll_started=-1.0)
+    assert [j.job_id for j in cache.jobs_for("ns/p")] == [7]
+    cache._replace([job(7, JobState.RUNNING)], poll_started=float("inf"))
+    assert [(j.job_id, j.state) for j in cache.jobs_for("ns/p")] == [(7, JobState.RUNNING)]
+
+
+async def test_poll_errors_keep_the_last_state_and_mark_unhealthy() -> None:
+    slurm = FakeSlurm(
+        [JobList(jobs=(job(1),), next_update_time=NOW), SlurmTransportError("down", sent=False)]
+    )
+    cache = SlurmJobCache(
+        slurm, "c1", owner="slurm", poll_interval=0.001, on_change=lambda _k: None, max_backoff=0.001
+    )  # type: ignore[arg-type]
+    await run_polls(cache, slurm, 2)
+    assert [j.job_id for j in cache.jobs_for("ns/p")] == [1]
+
+
+@pytest.mark.parametrize(
+    ("components", "acts", "skips"),
+    [
+        ({"scheduler"}, [SubmitJob, CancelJob], [BindPod]),
+        ({"controller"}, [BindPod, CancelJob], [SubmitJob]),
+        ({"scheduler", "controller"}, [SubmitJob, BindPod, CancelJob], []),
+    ],
+    ids=["scheduler", "controller", "both"],
+)
+def test_duties_split_actions(components: set[str], acts: list[type], skips: list[type]) -> None:
+    actions, _ = duties(components)
+    assert all(a in actions for a in acts)
+    assert not any(a in actions for a in skips)
+    assert RecordEvent in actions
+
+
+def test_every_event_reason_has_exactly_one_owner() -> None:
+    assert set(Reason) == CONTROLLER_EVENTS | SCHEDULER_EVENTS
+    assert not CONTROLLER_EVENTS & SCHEDULER_EVENTS
+    assert duties({"scheduler", "controller"})[1] == set(Reason)
+
+
+@pytest.mark.parametrize(
+    ("user", "ours"),
+    [("slurm", True), (None, True), ("root", False), ("alice", False)],
+    ids=["bridge-user", "user-unknown", "root", "other-user"],
+)
+def test_marker_counts_only_in_jobs_of_the_bridge_user(user: str | None, ours: bool) -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    cache._replace([job(1).model_copy(update={"user_name": user})], poll_started=0.0)
+    assert bool(cache.jobs_for("ns/p")) is ours
+    assert bool(cache.owned_jobs()) is ours
