@@ -166,12 +166,17 @@ class GangInfo(_Frozen):
 
     @classmethod
     def from_workload_api(cls, group: Mapping[str, Any]) -> GangInfo:
-        """A scheduling.k8s.io/v1beta1 PodGroup (the runtime object made from a Workload's template)."""
+        """A scheduling.k8s.io/v1beta1 PodGroup (the runtime object made from a Workload's template).
+
+        Its owner is the Workload named by ``spec.workloadRef.workloadName``, else its controller.
+        """
         meta = group.get("metadata") or {}
         spec = group.get("spec") or {}
         policy = spec.get("schedulingPolicy") or {}
         gang = policy.get("gang")
-        workload = ((spec.get("podGroupTemplateRef") or {}).get("workload") or {}).get("workloadName")
+        # v1beta1 (Kubernetes 1.37) says spec.workloadRef; v1alpha2 said spec.podGroupTemplateRef.workload.
+        reference = spec.get("workloadRef") or (spec.get("podGroupTemplateRef") or {}).get("workload") or {}
+        workload = reference.get("workloadName")
         owner = (
             OwnerRef(kind="Workload", api_group="scheduling.k8s.io", name=str(workload)) if workload else None
         )

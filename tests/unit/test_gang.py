@@ -173,15 +173,22 @@ def test_coscheduling_defaults(spec: dict[str, Any], min_member: int, timeout: i
     assert gang.status == GroupStatus()
 
 
-def workload_group(policy: dict[str, Any], conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def workload_group(
+    policy: dict[str, Any], conditions: list[dict[str, Any]] | None = None, *, alpha: bool = False
+) -> dict[str, Any]:
+    reference = {"workloadName": "train", "templateName": "workers"}
+    spec: dict[str, Any] = {"schedulingPolicy": policy}
+    if alpha:  # v1alpha2 named the reference differently
+        spec["podGroupTemplateRef"] = {
+            "workload": {"workloadName": "train", "podGroupTemplateName": "workers"}
+        }
+    else:
+        spec["workloadRef"] = reference
     return {
         "apiVersion": "scheduling.k8s.io/v1beta1",
         "kind": "PodGroup",
         "metadata": {"name": "train-workers", "namespace": "ml", "uid": UID},
-        "spec": {
-            "podGroupTemplateRef": {"workload": {"workloadName": "train", "templateName": "workers"}},
-            "schedulingPolicy": policy,
-        },
+        "spec": spec,
         "status": {"conditions": conditions or []},
     }
 
@@ -200,6 +207,11 @@ def test_workload_pod_group_is_parsed() -> None:
     assert gang.scheduled_condition == PodCondition(
         type="PodGroupInitiallyScheduled", status="False", reason="Unschedulable", message="m"
     )
+
+
+def test_workload_pod_group_of_v1alpha2_names_its_owner_too() -> None:
+    gang = GangInfo.from_workload_api(workload_group({"gang": {"minCount": 2}}, alpha=True))
+    assert gang.owner == OwnerRef(kind="Workload", api_group="scheduling.k8s.io", name="train")
 
 
 def test_workload_basic_policy_is_no_gang() -> None:
