@@ -7,7 +7,7 @@ export SLURM_VERSION ?= 26.05
 # Versions of Slurm the test run brings up (and parametrizes over); the first is the default for the bridge.
 export SLURM_VERSIONS ?= $(SLURM_VERSION)
 
-.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo bench-client clean
+.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo bench-client bench-bridge clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ demo: testbed-up
 
 bench-client: testbed-up
 	$(BIN)/python -m slurm_client.bench
+
+bench-bridge: testbed-up
+	$(BIN)/python -m bridge.bench
 
 clean: testbed-down
 	rm -rf $(VENV) .testbed
