@@ -194,6 +194,12 @@ start_munge() {
   fi
 }
 
+unmount_root() {
+  [[ -n "$ROOT" ]] || return 0
+  if mountpoint -q "$ROOT/dev"; then umount -l "$ROOT/dev" || true; fi
+  if mountpoint -q "$ROOT/proc"; then umount -l "$ROOT/proc" || true; fi
+}
+
 pids_of() { pgrep -f -- "$1" || true; }
 
 start_daemons() {
@@ -289,15 +295,15 @@ stop_daemons() {
     done
     [[ -z "$pids" ]] || kill -9 $pids 2>/dev/null || true
   fi
-  if [[ -n "$ROOT" ]]; then
-    mountpoint -q "$ROOT/dev" && umount -l "$ROOT/dev" || true
-    mountpoint -q "$ROOT/proc" && umount -l "$ROOT/proc" || true
-  fi
+  unmount_root
   rm -f "$STATE_ROOT/slurm-$VERSION.env"
 }
 
 case "$ACTION" in
-  install) install_slurm ;;
+  install)
+    install_slurm
+    [[ -n "$(pids_of "slurmctld -f $CONF")" ]] || unmount_root
+    ;;
   up)
     install_slurm
     start_munge
