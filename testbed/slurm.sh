@@ -207,7 +207,8 @@ start_daemons() {
   [[ -z "$ROOT" ]] || mkdir -p "$ROOT/run/slurmctld" "$ROOT/run/slurm"
   if [[ -z "$(pids_of "slurmctld -f $CONF")" ]]; then
     log "starting slurmctld on port $CTLD_PORT"
-    in_root /usr/sbin/slurmctld -f "$CONF" -i || die "slurmctld failed to start; see $HOST_STATE/log/slurmctld.log"
+    # -c: a (re)started testbed begins with an empty queue; -i: never refuse to start over old state
+    in_root /usr/sbin/slurmctld -f "$CONF" -c -i || die "slurmctld failed to start; see $HOST_STATE/log/slurmctld.log"
   fi
   for n in "${NODES[@]}"; do
     if [[ -z "$(pids_of "slurmd -f $CONF -N $n\$")" ]]; then
