@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from bridge.config import BridgeConfig
 from controller.pods import PodMetrics, PodReconciler
-from controller.runtime import Controller, ControllerMetrics
+from controller.runtime import Backoff, Controller, ControllerMetrics
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import (
     NODES,
@@ -35,6 +35,8 @@ from slurm_client import JwtKeyAuth, SlurmClient, StaticTokenAuth, TokenFileAuth
 log = logging.getLogger(__name__)
 
 ORPHAN_SWEEP_SECONDS = 30.0
+# A pod waiting for slurmrestd to come back is retried at least this often.
+MAX_RETRY_SECONDS = 30.0
 
 
 def run(config: BridgeConfig, components: set[str]) -> int:
@@ -120,7 +122,11 @@ async def run_async(
             metrics=PodMetrics(registry),
         )
         controller = Controller(
-            "pods", reconciler, workers=config.workers, metrics=ControllerMetrics(registry)
+            "pods",
+            reconciler,
+            workers=config.workers,
+            metrics=ControllerMetrics(registry),
+            backoff=Backoff(cap=MAX_RETRY_SECONDS),
         )
         pods.add_handler(enqueue)
 

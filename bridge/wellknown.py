@@ -82,6 +82,7 @@ class Reason(enum.StrEnum):
     JOB_PENDING = "SlurmJobPending"
     JOB_SUSPENDED = "SlurmJobSuspended"
     NODE_NOT_IN_KUBERNETES = "SlurmNodeNotInKubernetes"
+    SLURM_UNAVAILABLE = "SlurmUnavailable"  # slurmrestd down, slow or failing: retried with backoff
     # lifecycle events
     JOB_SUBMITTED = "SlurmJobSubmitted"
     SCHEDULED = "Scheduled"

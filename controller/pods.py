@@ -35,7 +35,7 @@ from controller.plan import (
 from controller.runtime import Result
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import PODS, EventRecorder, Informer, KubeClient, KubeObject, NotFound, PatchType, split_key
-from slurm_client import InvalidRequest, JobNotFound, SlurmClient
+from slurm_client import InvalidRequest, JobNotFound, SlurmClient, SlurmError, SlurmTransportError
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,10 @@ class PodReconciler:
         match action:
             case SubmitJob(spec=spec):
                 assert pod is not None
+                if not self._jobs.settled:
+                    raise SubmitDeferred(
+                        "an earlier submit may have created a job; waiting for the next poll"
+                    )
                 try:
                     result = await self._slurm.submit_job(spec)
                 except InvalidRequest as error:
@@ -173,6 +177,13 @@ class PodReconciler:
                         raw, pod, wellknown.Reason.INVALID_JOB_OPTIONS, f"Slurm refused the job: {error}"
                     )
                     raise
+                except SlurmError as error:
+                    self._metrics.submit_errors.inc()
+                    if not (isinstance(error, SlurmTransportError) and not error.sent):
+                        self._jobs.submit_outcome_unknown()  # it may exist: never submit blindly again
+                    message = f"cannot submit to Slurm ({error}); retrying"
+                    await self._say_pending(raw, pod, wellknown.Reason.SLURM_UNAVAILABLE, message)
+                    raise
                 self._jobs.record_submitted(result.job_id, spec)
                 if pod.creation_timestamp is not None:
                     self._metrics.created_to_submitted.observe(_seconds_since(pod.creation_timestamp))
@@ -181,10 +192,11 @@ class PodReconciler:
                 metadata: dict[str, Any] = {"finalizers": [wellknown.FINALIZER]}
                 if job_id is not None:
                     metadata["labels"] = {wellknown.LABEL_SLURM_JOB_ID: str(job_id)}
-                # strategic merge: the finalizer list is merged, not replaced
-                await self._kube.patch(
-                    PODS, name, {"metadata": metadata}, namespace=namespace, patch_type=PatchType.STRATEGIC
-                )
+                patch: dict[str, Any] = {"metadata": metadata}
+                if (tolerations := _with_managed_node_toleration(raw)) is not None:
+                    patch["spec"] = {"tolerations": tolerations}
+                # strategic merge: the finalizer list is merged; tolerations (no merge key) are sent whole
+                await self._kube.patch(PODS, name, patch, namespace=namespace, patch_type=PatchType.STRATEGIC)
             case SetPendingReason(reason=reason, message=message):
                 assert pod is not None
                 await self._say_pending(raw, pod, reason, message)
@@ -273,6 +285,25 @@ class PodReconciler:
         if doomed:
             self._jobs.poke()
         return len(doomed)
+
+
+class SubmitDeferred(Exception):
+    """Not now: retried by the work queue with backoff."""
+
+
+def _with_managed_node_toleration(raw: KubeObject | None) -> list[dict[str, Any]] | None:
+    """The pod's tolerations plus one for the bridged nodes' taint; None when it already tolerates it.
+
+    Tolerations may be added to an existing pod (never removed), so the bridge adds its own instead of
+    asking every user to write it.
+    """
+    existing = list(((raw or {}).get("spec") or {}).get("tolerations") or [])
+    for toleration in existing:
+        if toleration.get("operator") == "Exists" and not toleration.get("key"):
+            return None  # tolerates everything
+        if toleration.get("key") == wellknown.TAINT_MANAGED_NODE:
+            return None
+    return [*existing, {"key": wellknown.TAINT_MANAGED_NODE, "operator": "Exists"}]
 
 
 def _seconds_since(moment: datetime) -> float:

@@ -57,6 +57,8 @@ class SlurmJobCache:
         self._by_pod: dict[str, set[int]] = defaultdict(set)
         self._provisional: dict[int, _Provisional] = {}
         self._next_update: datetime | None = None
+        self._last_poll_started = float("-inf")  # monotonic start of the last successful poll
+        self._uncertain_since: float | None = None
         self._synced = asyncio.Event()
         self._wake = asyncio.Event()
         self.healthy = False
@@ -108,6 +110,22 @@ class SlurmJobCache:
         self._provisional[job_id] = _Provisional(job, time.monotonic())
         self.poke()
 
+    def submit_outcome_unknown(self) -> None:
+        """A submit failed in a way that may have created the job: hold further submits until a poll that
+        started after now has shown whether it exists."""
+        self._uncertain_since = time.monotonic()
+        self.poke()
+
+    @property
+    def settled(self) -> bool:
+        """False while an ambiguous submit has not yet been checked by a later poll."""
+        if self._uncertain_since is None:
+            return True
+        if self._last_poll_started > self._uncertain_since:
+            self._uncertain_since = None
+            return True
+        return False
+
     def poke(self) -> None:
         """Poll now instead of at the end of the interval (e.g. right after a submit or cancel)."""
         self._wake.set()
@@ -133,6 +151,7 @@ class SlurmJobCache:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            self._last_poll_started = started
             self.healthy = True
             self.last_error = None
             self._metrics.poll_seconds.observe(time.monotonic() - started)

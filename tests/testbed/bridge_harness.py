@@ -120,6 +120,7 @@ def pod_manifest(
     gpus: int = 0,
     namespace: str = NAMESPACE,
     labels: dict[str, str] | None = None,
+    tolerate: bool = True,
 ) -> dict[str, Any]:
     limits: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus:
@@ -135,7 +136,7 @@ def pod_manifest(
         },
         "spec": {
             "schedulerName": SCHEDULER,
-            "tolerations": [TOLERATION],
+            "tolerations": [TOLERATION] if tolerate else [],
             "terminationGracePeriodSeconds": 1,
             "containers": [
                 {"name": "main", "image": "registry.k8s.io/pause:3.10", "resources": {"limits": limits}}

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge.config import BridgeConfig
@@ -31,7 +33,7 @@ from tests.testbed.bridge_harness import (
     unique,
     wait_for,
 )
-from tests.testbed_env import KubeCluster, SlurmCluster
+from tests.testbed_env import REPO, KubeCluster, SlurmCluster
 
 pytestmark = pytest.mark.testbed
 
@@ -107,7 +109,8 @@ def test_pause_pod_runs_through_slurm_and_is_cleaned_up(cluster: Cluster, bridge
     """The seed's first demo: job named by the annotation, pod bound where Slurm placed it."""
     name = unique("pause")
     job_name = unique("pausepod")
-    cluster.create(pod_manifest(name, annotations={"slinky.slurm.net/job-name": job_name}))
+    # written as the seed's demo pod: no toleration for the bridged nodes' taint (the bridge adds it)
+    cluster.create(pod_manifest(name, annotations={"slinky.slurm.net/job-name": job_name}, tolerate=False))
     node = wait_for("pod bound", lambda: _bound_node(cluster, name), 30)
     jobs = cluster.jobs_named(job_name)
     assert len(jobs) == 1 and jobs[0]["state"] == "RUNNING", jobs
@@ -119,6 +122,14 @@ def test_pause_pod_runs_through_slurm_and_is_cleaned_up(cluster: Cluster, bridge
     assert pod["metadata"]["annotations"]["slinky.slurm.net/slurm-node"] == node
     assert "scheduler.slurm.net/finalizer" in pod["metadata"]["finalizers"]
     assert jobs[0]["comment"].startswith("slurm-bridge/v1 ")
+    assert {"key": "slinky.slurm.net/managed-node", "operator": "Exists"} in pod["spec"]["tolerations"]
+    metrics = httpx.get(f"http://{bridge.config['metrics_listen_address']}/metrics", timeout=10).text
+    for histogram in (
+        "slurm_bridge_pod_created_to_submitted_seconds",
+        "slurm_bridge_job_started_to_pod_bound_seconds",
+    ):
+        count = next(line for line in metrics.splitlines() if line.startswith(f"{histogram}_count"))
+        assert float(count.split()[-1]) >= 1, count
 
     cluster.delete_pod(name)
     wait_for("pod gone", lambda: _pod_gone(cluster, name), 40)
@@ -280,6 +291,28 @@ def test_unknown_partition_is_reported_on_the_pod(cluster: Cluster, bridge: Brid
     cluster.delete_pod(name)
     wait_for("pod gone", lambda: _pod_gone(cluster, name), 30)
     bridge.assert_alive()
+
+
+def test_slurmrestd_down_is_shown_on_the_pod_and_recovered(
+    cluster: Cluster, bridge: BridgeProcess, slurm_cluster: SlurmCluster
+) -> None:
+    restd = f"slurmrestd .*127.0.0.1:{slurm_cluster.url.rsplit(':', 1)[1]}"
+    subprocess.run(["pkill", "-f", restd], check=False)
+    try:
+        name = unique("no-slurm")
+        cluster.create(pod_manifest(name))
+
+        def unavailable() -> bool:
+            found = condition(cluster.pod(name), "PodScheduled")
+            return bool(found and found.get("reason") == "SlurmUnavailable")
+
+        wait_for("SlurmUnavailable condition", unavailable, 40)
+        bridge.assert_alive()
+    finally:
+        subprocess.run(["bash", str(REPO / "testbed" / "slurm.sh"), "up", slurm_cluster.version], check=True)
+    wait_for("pod bound once slurmrestd is back", lambda: _bound_node(cluster, name), 90)
+    assert len(cluster.jobs_for_pod(name)) == 1
+    cluster.delete_pod(name)
 
 
 # --- restarts and replicas ----------------------------------------------------------------------------

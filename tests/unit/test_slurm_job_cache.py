@@ -10,7 +10,7 @@ import pytest
 
 from bridge.wellknown import Reason
 from controller.plan import BindPod, CancelJob, RecordEvent, SubmitJob
-from controller.pods import CONTROLLER_EVENTS, SCHEDULER_EVENTS, duties
+from controller.pods import CONTROLLER_EVENTS, SCHEDULER_EVENTS, _with_managed_node_toleration, duties
 from controller.slurm_jobs import SlurmJobCache
 from slurm_client import Job, JobList, JobSpec, JobState, SlurmTransportError
 
@@ -122,3 +122,30 @@ def test_marker_counts_only_in_jobs_of_the_bridge_user(user: str | None, ours: b
     cache._replace([job(1).model_copy(update={"user_name": user})], poll_started=0.0)
     assert bool(cache.jobs_for("ns/p")) is ours
     assert bool(cache.owned_jobs()) is ours
+
+
+def test_ambiguous_submit_holds_submits_until_a_later_poll() -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    assert cache.settled
+    cache.submit_outcome_unknown()
+    assert not cache.settled
+    cache._last_poll_started = float("inf")  # a poll that began after the failure succeeded
+    assert cache.settled
+
+
+TAINT = {"key": "slinky.slurm.net/managed-node", "operator": "Exists"}
+
+
+@pytest.mark.parametrize(
+    ("tolerations", "expected"),
+    [
+        (None, [TAINT]),
+        ([{"key": "other", "operator": "Exists"}], [{"key": "other", "operator": "Exists"}, TAINT]),
+        ([{"key": "slinky.slurm.net/managed-node", "operator": "Equal", "value": "x"}], None),
+        ([{"operator": "Exists"}], None),
+    ],
+    ids=["none", "keeps-others", "already", "tolerates-all"],
+)
+def test_bridge_adds_its_toleration_once(tolerations: list[dict[str, str]] | None, expected: object) -> None:
+    raw = {"spec": {"tolerations": tolerations}} if tolerations is not None else {"spec": {}}
+    assert _with_managed_node_toleration(raw) == expected
