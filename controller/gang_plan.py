@@ -50,6 +50,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from bridge.config import BridgeConfig
 from bridge.gang import (
@@ -270,6 +271,18 @@ class _View:
     def crew(self, job: Job) -> list[PodInfo]:
         """Our pods labelled with `job`'s id: its members, live or not."""
         return [p for p in self.ours if p.labelled_job_id == job.job_id]
+
+    @cached_property
+    def unbound_digest(self) -> str | None:
+        """The digest of a job for every live unbound member; None if they cannot become one.
+
+        Computed once per plan: translating a gang translates every member.
+        """
+        members = [p for p in self.ours if _live(p) and not p.is_bound]
+        try:
+            return _gang_spec_digest(self, members)
+        except GangTranslationError:
+            return None
 
 
 def plan_gang(observed: GangObservation, config: BridgeConfig) -> list[GangAction]:
@@ -601,13 +614,7 @@ def _ended_with(view: _View, pod: PodInfo) -> bool:
         if job.job_id == pod.labelled_job_id:
             if marker.group_uid != view.gang.uid:
                 return False  # an earlier incarnation's job: the pod waits for this one
-            if _active(job):
-                return False
-            members = [p for p in view.ours if _live(p) and not p.is_bound]
-            try:
-                return _gang_spec_digest(view, members) == marker.spec_digest
-            except GangTranslationError:
-                return False
+            return not _active(job) and view.unbound_digest == marker.spec_digest
     return False
 
 

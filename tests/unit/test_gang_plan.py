@@ -13,7 +13,7 @@ from bridge.gang import GangInfo, GangKey, GangKind, GroupStatus
 from bridge.gang_marker import GangMarker
 from bridge.gang_translate import gang_job_spec_for, gang_spec_digest, placeholder_gang_job_for
 from bridge.objects import PodCondition, PodInfo
-from bridge.translate import JobOutcome
+from bridge.translate import JobOutcome, job_spec_for
 from bridge.wellknown import ANNOTATION_SLURM_NODE, FINALIZER, LABEL_SLURM_JOB_ID, Reason
 from controller.gang_plan import (
     AddMemberFinalizers,
@@ -927,3 +927,26 @@ def test_gang_orphan_cleanup(
     jobs: list[Job], live: list[str], held: list[int], expected: list[CancelJob]
 ) -> None:
     assert plan_gang_orphan_cleanup(jobs, live, held, "c1", NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("label", "jobs"),
+    [
+        pytest.param(None, [], id="gathering"),
+        pytest.param(42, [job(42, JobState.PENDING, members=64)], id="pending"),
+        pytest.param(42, [job(42, JobState.CANCELLED, digest=OLD)], id="members-of-a-superseded-job"),
+    ],
+)
+def test_planning_cost_grows_linearly_with_members(
+    monkeypatch: pytest.MonkeyPatch, label: int | None, jobs: list[Job]
+) -> None:
+    calls: list[str] = []
+
+    def counting(p: PodInfo, config: BridgeConfig) -> Any:
+        calls.append(p.name)
+        return job_spec_for(p, config)
+
+    monkeypatch.setattr("bridge.gang_translate.job_spec_for", counting)
+    members = [pod(f"w-{i}", label=label) for i in range(64)]
+    plan_gang(observe(members, jobs), CONFIG)
+    assert len(calls) <= 3 * (64 + 1)  # the gang translated at most three times, never once per member
