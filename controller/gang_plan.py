@@ -23,8 +23,9 @@ Lifecycle (status phase of a coscheduling PodGroup in brackets):
   (a retry after a partial failure) keep their nodes; the rest get the free ones.
 - [Failed] A member that fails, is deleted, or disappears while the gang runs ends the whole gang
   (failure policy EndGang, the default): the other members are deleted and, once no bound member is
-  still running, the job is cancelled with the outcome FAILURE. Failure policy Continue lets the others
-  run on. Resources are released at terminal, never while a member may still run on its node.
+  still running, the job is cancelled with the outcome FAILURE. Failure policy Continue (group
+  annotation ``scheduler.slinky.slurm.net/gang-failure-policy: Continue``) lets the others run on.
+  Resources are released at terminal, never while a member may still run on its node.
 - [Finished] When every member has ended, the job is ended with the members' outcome (SUCCESS when all
   succeeded) and the finalizers come off.
 
