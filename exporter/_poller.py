@@ -128,11 +128,21 @@ class SnapshotPoller:
         """The latest published status; safe to read from any thread."""
         return self._status
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Refresh now, then every `interval` seconds (start to start) until `stop` is set."""
+    async def run(
+        self, stop: asyncio.Event, *, after_refresh: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Refresh now, then every `interval` seconds (start to start) until `stop` is set.
+
+        `after_refresh` runs after each refresh that published a new snapshot (e.g. to build what
+        scrapes will read); what it raises is logged, and polling goes on.
+        """
         while not stop.is_set():
             began = self._monotonic()
-            await self.refresh()
+            if await self.refresh() and after_refresh is not None:
+                try:
+                    await after_refresh()
+                except Exception:
+                    log.exception("after-refresh hook failed")
             delay = max(0.0, self._interval - (self._monotonic() - began))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

@@ -14,15 +14,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from types import TracebackType
-from typing import Self
-from wsgiref.simple_server import WSGIServer
+from typing import Any, Self
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from bridge.config import BridgeConfig, ConfigError, load_config
 
@@ -49,11 +54,73 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _ThreadingServerV6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per scrape is noise
+        pass
+
+
+class _OtherCollectors(Collector):
+    """What `registry` holds besides the exporter's own collector."""
+
+    def __init__(self, registry: CollectorRegistry, skip: frozenset[str]) -> None:
+        self._registry = registry
+        self._skip = skip
+
+    def collect(self) -> Iterator[Metric]:
+        return (family for family in self._registry.collect() if family.name not in self._skip)
+
+
+def metrics_page(registry: CollectorRegistry, collector: SlurmCollector) -> Callable[[], bytes]:
+    """The /metrics body: the registry's other collectors, then the collector's cached rendering."""
+    others = _OtherCollectors(registry, collector.family_names)
+    return lambda: generate_latest(others) + collector.render()
+
+
+def metrics_app(page: Callable[[], bytes]) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
+    """A WSGI app serving `page()` at /metrics (and /)."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "/") not in ("/metrics", "/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: the metrics are at /metrics\n"]
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        body = page()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+        return [b""] if method == "HEAD" else [body]
+
+    return app
+
+
+def start_metrics_server(
+    host: str, port: int, page: Callable[[], bytes]
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve `page` over HTTP from a daemon thread (a thread per request)."""
+    server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
+    server = make_server(
+        host, port, metrics_app(page), server_class=server_class, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True)
+    thread.start()
+    return server, thread
+
+
 class Exporter:
     """The poller, its collector registered in `registry`, and optionally an HTTP /metrics server.
 
     Use as an async context manager (registers, starts the server; unregisters and stops it on
-    exit) and `await run(stop)` inside it.
+    exit) and `await run(stop)` inside it. The server sends the registry's other collectors and
+    the collector's own rendering, cached per snapshot (see `SlurmCollector.render`).
     """
 
     def __init__(
@@ -91,7 +158,8 @@ class Exporter:
         self._registered = True
         if self._listen is not None:
             host, port = self._listen
-            self._server, self._thread = start_http_server(port, addr=host, registry=self._registry)
+            page = metrics_page(self._registry, self.collector)
+            self._server, self._thread = start_metrics_server(host, port, page)
             log.info("serving Slurm metrics on http://%s:%d/metrics", *self.address_or_listen)
 
     @property
@@ -113,7 +181,14 @@ class Exporter:
             self._registered = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.poller.run(stop)
+        """Poll until `stop` is set; after each new snapshot, build what scrapes will read in a
+        worker thread, so no scrape pays for it."""
+        render = self._listen is not None
+
+        async def warm() -> None:
+            await asyncio.to_thread(self.collector.warm, render=render)
+
+        await self.poller.run(stop, after_refresh=warm)
 
     async def __aenter__(self) -> Self:
         self.start()

@@ -551,3 +551,77 @@ def test_docs_list_every_metric() -> None:
     documented = set(re.findall(r"^\| `(slurm_[a-z0-9_]+)`", DOCS.read_text(), re.MULTILINE))
     assert sorted(emitted - documented) == []
     assert sorted(documented - emitted) == []
+
+
+# --- rendering and warming -------------------------------------------------------------------------
+
+
+def test_render_is_the_text_exposition_of_collect() -> None:
+    clock = Clock()
+    status = ok_status(FULL)
+    collector = SlurmCollector(lambda: status, stale_after=30.0, monotonic=clock)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert collector.render() == generate_latest(registry)
+
+
+@pytest.mark.parametrize(
+    ("status", "now"),
+    [
+        (PollerStatus(), 100.0),
+        (
+            PollerStatus(snapshot=snapshot(JOBS, NODES, PARTITIONS, taken_monotonic=100.0), last_ok=False),
+            200.0,
+        ),
+    ],
+    ids=["no-snapshot", "stale"],
+)
+def test_render_without_a_fresh_snapshot_is_health_only(status: PollerStatus, now: float) -> None:
+    collector = SlurmCollector(lambda: status, stale_after=30.0, monotonic=Clock(now))
+    text = collector.render().decode()
+    assert "slurm_exporter_up 0.0" in text
+    names = set(re.findall(r"^(slurm_[a-z0-9_]+)", text, re.MULTILINE))
+    assert names and all(name.startswith("slurm_exporter_") for name in names)
+
+
+def test_warm_builds_ahead_so_scrapes_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    import exporter._collector as module
+
+    builds: list[Snapshot] = []
+    real = module.snapshot_families
+
+    def counting(snap: Snapshot, options: CollectorOptions | None = None) -> list[Metric]:
+        builds.append(snap)
+        return real(snap, options)
+
+    monkeypatch.setattr(module, "snapshot_families", counting)
+    status = ok_status(FULL)
+    collector = SlurmCollector(lambda: status, stale_after=30.0, monotonic=Clock())
+    builds.clear()  # the constructor's describe() probe
+    collector.warm(render=True)
+    assert builds == [FULL]
+    collector.render()
+    list(collector.collect())
+    collector.warm(render=True)
+    assert builds == [FULL]
+
+
+def test_warm_without_a_fresh_snapshot_does_nothing() -> None:
+    collector = SlurmCollector(PollerStatus, stale_after=30.0, monotonic=Clock())
+    collector.warm(render=True)
+    assert collector.render().startswith(b"# HELP slurm_exporter_up")
+
+
+def test_describe_lets_a_registry_refuse_duplicates() -> None:
+    registry = CollectorRegistry()
+    registry.register(SlurmCollector(PollerStatus, stale_after=30.0))
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        registry.register(SlurmCollector(PollerStatus, stale_after=30.0))
+
+
+def test_family_names_cover_everything_emitted() -> None:
+    options = CollectorOptions(per_user_metrics=True)
+    collector = SlurmCollector(lambda: ok_status(FULL), stale_after=30.0, options=options, monotonic=Clock())
+    assert {family.name for family in collector.collect()} <= collector.family_names
+    default = SlurmCollector(PollerStatus, stale_after=30.0)
+    assert not any(name.startswith("slurm_user_") for name in default.family_names)

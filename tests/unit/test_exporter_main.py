@@ -13,11 +13,12 @@ import httpx
 import jwt
 import pytest
 import respx
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import BridgeConfig
 from exporter import Exporter, default_stale_after, parse_listen_address, serve
+from exporter.main import metrics_app
 from slurm_client import NO_RETRY, Diag, JobList, Node, NodeState, Partition, SlurmClient, StaticTokenAuth
 
 URL = "http://slurmrestd.test"
@@ -250,3 +251,64 @@ async def test_serve_builds_its_client_from_the_config() -> None:
         stop.set()
         await asyncio.wait_for(task, timeout=2.0)
         assert router.calls.last.request.headers["X-SLURM-USER-TOKEN"] == TOKEN
+
+
+async def test_the_page_has_the_registrys_other_metrics_too() -> None:
+    registry = CollectorRegistry()
+    other = Counter("slurm_bridge_binds", "binds of the bridge itself", registry=registry)
+    other.inc(3)
+    stop = asyncio.Event()
+    async with Exporter(TinySlurm(), registry=registry, interval=0.05, listen="127.0.0.1:0") as exporter:
+        address = exporter.address
+        assert address is not None
+        task = asyncio.create_task(exporter.run(stop))
+        await wait_for(lambda: exporter.poller.status.last_ok is True)
+        async with httpx.AsyncClient() as http:
+            reply = await http.get(f"http://127.0.0.1:{address[1]}/metrics")
+        stop.set()
+        await task
+    samples = scrape(reply.text)
+    assert samples[("slurm_bridge_binds_total", frozenset())] == 3
+    assert samples[("slurm_exporter_up", frozenset())] == 1
+    assert reply.text.count("# TYPE slurm_exporter_up ") == 1
+    assert reply.headers["content-type"].startswith("text/plain")
+
+
+async def test_the_exporter_warms_the_page_after_each_refresh() -> None:
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    async with Exporter(TinySlurm(), registry=registry, interval=0.02, listen="127.0.0.1:0") as exporter:
+        task = asyncio.create_task(exporter.run(stop))
+        await wait_for(lambda: exporter.poller.status.refreshes.get("success", 0) >= 2)
+        stop.set()
+        await task
+        rendered = exporter.collector._rendered  # built in the background, not by a scrape
+        assert rendered is not None
+        assert rendered[0] is exporter.poller.status.snapshot
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "has_body"),
+    [
+        ("GET", "/metrics", 200, True),
+        ("GET", "/", 200, True),
+        ("HEAD", "/metrics", 200, False),
+        ("GET", "/other", 404, True),
+        ("POST", "/metrics", 405, False),
+    ],
+    ids=["metrics", "root", "head", "unknown-path", "post"],
+)
+def test_metrics_app(method: str, path: str, status: int, has_body: bool) -> None:
+    seen: list[str] = []
+
+    def start_response(code: str, headers: list[tuple[str, str]], exc_info: object = None) -> Any:
+        seen.append(code)
+        return lambda data: None
+
+    body = b"".join(
+        metrics_app(lambda: b"page\n")({"REQUEST_METHOD": method, "PATH_INFO": path}, start_response)
+    )
+    assert seen[0].startswith(str(status))
+    assert bool(body) is has_body
+    if status == 200 and has_body:
+        assert body == b"page\n"

@@ -319,3 +319,23 @@ async def wait_for(condition: Callable[[], bool], within: float = 2.0) -> None:
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 (polling state another task changes)
             await asyncio.sleep(0.005)
+
+
+async def test_after_refresh_runs_after_new_snapshots_only() -> None:
+    slurm = FakeSlurm()
+    p = poller(slurm, interval=0.01)
+    stop = asyncio.Event()
+    seen: list[int] = []
+
+    async def after() -> None:
+        seen.append(p.status.refreshes.get("success", 0))
+        if len(seen) == 2:
+            slurm.fail["diag"] = ServerBusy("busy", status=503)
+        if len(seen) == 1:
+            raise RuntimeError("a broken hook does not stop polling")
+
+    task = asyncio.create_task(p.run(stop, after_refresh=after))
+    await wait_for(lambda: p.status.refreshes.get("failure", 0) >= 2)
+    stop.set()
+    await asyncio.wait_for(task, timeout=1.0)
+    assert seen == [1, 2]
