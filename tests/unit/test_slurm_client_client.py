@@ -662,3 +662,44 @@ async def test_closed_after_context() -> None:
         await client.ping()
         assert not client.closed
     assert client.closed
+
+
+@pytest.mark.parametrize(
+    ("variables", "auth_type"),
+    [
+        pytest.param({"SLURM_JWT_KEY_26_05": "/k", "SLURM_JWT_26_05": TOKEN}, "JwtKeyAuth", id="key-first"),
+        pytest.param(
+            {"SLURM_JWT_FILE_26_05": "/t", "SLURM_JWT_26_05": TOKEN}, "TokenFileAuth", id="file-next"
+        ),
+        pytest.param({"SLURM_JWT_26_05": TOKEN}, "StaticTokenAuth", id="static-last"),
+    ],
+)
+async def test_from_env_picks_credential(variables: dict[str, str], auth_type: str) -> None:
+    env = {"SLURMRESTD_URL_26_05": "http://127.0.0.1:17250", **variables}
+    client = SlurmClient.from_env("26.05", env=env, api_version="v0.0.45")
+    try:
+        assert type(client._http.auth).__name__ == auth_type
+        assert client.base_url == "http://127.0.0.1:17250"
+        assert TOKEN not in repr(client)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({}, id="no-url"),
+        pytest.param({"SLURMRESTD_URL": "http://127.0.0.1:1"}, id="no-credential"),
+    ],
+)
+def test_from_env_requires_url_and_credential(env: dict[str, str]) -> None:
+    with pytest.raises(KeyError, match="SLURM"):
+        SlurmClient.from_env(env=env)
+
+
+def test_client_satisfies_the_protocol_statically() -> None:
+    def accepts(api: SlurmApi) -> SlurmApi:
+        return api
+
+    client = make_client("v0.0.42")
+    assert accepts(client) is client  # mypy checks the structural match here
