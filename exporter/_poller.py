@@ -17,9 +17,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from slurm_client import (
     AuthError,
@@ -138,7 +138,10 @@ class SnapshotPoller:
         """
         while not stop.is_set():
             began = self._monotonic()
-            if await self.refresh() and after_refresh is not None:
+            refreshed = await _unless_stopped(self.refresh(), stop)
+            if refreshed is None:  # stopped in the middle of a refresh
+                return
+            if refreshed and after_refresh is not None:
                 try:
                     await after_refresh()
                 except Exception:
@@ -268,6 +271,22 @@ class SnapshotPoller:
             errors=frozen_counts(self._errors),
             job_polls=frozen_counts(self._job_polls),
         )
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
+    """`await work`, or cancel it and return None as soon as `stop` is set."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopped):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, stopped, return_exceptions=True)
+    if task.cancelled():
+        return None
+    return task.result()
 
 
 def _tuple_of(operation: Operation, value: object, kind: type[_T]) -> tuple[_T, ...]:

@@ -242,6 +242,7 @@ async def serve(
         )
         await stack.enter_async_context(exporter)
         await exporter.run(stop)
+    log.info("exporter stopped")
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -271,6 +272,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":  # one INFO line per request, four per refresh
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         if args.listen:

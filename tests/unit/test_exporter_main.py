@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import BridgeConfig
 from exporter import Exporter, default_stale_after, parse_listen_address, serve
-from exporter.main import metrics_app
+from exporter.main import main, metrics_app
 from slurm_client import NO_RETRY, Diag, JobList, Node, NodeState, Partition, SlurmClient, StaticTokenAuth
 
 URL = "http://slurmrestd.test"
@@ -312,3 +318,47 @@ def test_metrics_app(method: str, path: str, status: int, has_body: bool) -> Non
     assert bool(body) is has_body
     if status == 200 and has_body:
         assert body == b"page\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--listen", "nowhere"], "is not host:port"),
+        (["--config", "/nonexistent/bridge.yaml"], "cannot read config file"),
+    ],
+    ids=["bad-listen", "missing-config"],
+)
+def test_cli_refuses_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`python -m exporter` with an unreachable slurmrestd: /metrics answers (up 0), and SIGTERM ends
+    it even while a refresh is still retrying."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SLURM_BRIDGE_SLURM__URL": "http://127.0.0.1:9"}
+    env.pop("SLURM_BRIDGE_CONFIG", None)
+    command = [sys.executable, "-m", "exporter", "--listen", f"127.0.0.1:{port}", "--interval", "0.2"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        text = ""
+        while "slurm_exporter_up" not in text:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "/metrics did not answer in time"
+            with contextlib.suppress(httpx.HTTPError):
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            time.sleep(0.1)
+        assert "slurm_exporter_up 0.0" in text
+        assert "slurm_partition_" not in text
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0, stderr
+        assert "exporter stopped" in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

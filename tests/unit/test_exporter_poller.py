@@ -339,3 +339,15 @@ async def test_after_refresh_runs_after_new_snapshots_only() -> None:
     stop.set()
     await asyncio.wait_for(task, timeout=1.0)
     assert seen == [1, 2]
+
+
+async def test_stop_interrupts_a_refresh_in_flight() -> None:
+    slurm = FakeSlurm()
+    slurm.hang.add("nodes")
+    p = poller(slurm, interval=1.0, read_timeout=3600.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(p.run(stop))
+    await wait_for(lambda: slurm.calls["nodes"] == 1)
+    stop.set()
+    await asyncio.wait_for(task, timeout=1.0)
+    assert p.status.refreshes == {}
