@@ -7,6 +7,7 @@ shows that its job ended with the pod's outcome.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -14,6 +15,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from bridge import wellknown
 
 REPO = Path(__file__).resolve().parent.parent
 TESTBED = Path(os.environ.get("TESTBED_DIR", REPO / ".testbed"))
@@ -71,11 +74,12 @@ def main() -> None:
         wait("the pod to run", pod_running)
         sh(env, "squeue")
         sh(env, "kubectl -n slurm-bridge get pods -o wide")
-        pod = "kubectl -n slurm-bridge get pod pause-pod -o "
-        sh(env, pod + "yaml | grep -A3 -E '^  (labels|annotations):'")
-        job_id = sh(
-            env, pod + "jsonpath={.metadata.labels.scheduler\\.slinky\\.slurm\\.net/slurm-jobid}", show=False
-        )
+        pod = json.loads(sh(env, "kubectl -n slurm-bridge get pod pause-pod -o json", show=False))
+        job_id = pod["metadata"]["labels"][wellknown.LABEL_SLURM_JOB_ID]
+        print(f"\npod label      {wellknown.LABEL_SLURM_JOB_ID}={job_id}")
+        node = pod["metadata"]["annotations"][wellknown.ANNOTATION_SLURM_NODE]
+        print(f"pod annotation {wellknown.ANNOTATION_SLURM_NODE}={node}")
+        print(f"pod finalizers {pod['metadata']['finalizers']}")
         print("\nDeleting the pod: the bridge ends its Slurm job with the pod's outcome.")
         sh(env, "kubectl -n slurm-bridge delete pod pause-pod --wait=true --timeout=60s")
         sh(env, f"squeue -t all -j {job_id} -o '%.8i %.12j %.10T %.8M %R'")
