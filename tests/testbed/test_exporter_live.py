@@ -23,7 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import Exporter, snapshot_families
+from exporter import DEFAULT_DEMAND_REASONS, Exporter, Snapshot, snapshot_families
 from exporter._collector import HELD_REASONS
 from slurm_client import Job, JobNotFound, JobSpec, JobState, JwtKeyAuth, SlurmClient
 from tests.testbed_env import SlurmCluster
@@ -134,6 +134,67 @@ async def test_exporter_reads_the_cluster(slurm_cluster: SlurmCluster) -> None:
         # sinfo agrees on the partition's CPUs: "allocated/idle/other/total"
         total_cpus = slurm_cluster.cli("sinfo", "-h", "-p", slurm_cluster.partition, "-o", "%C").strip()
         assert total_cpus.split("/")[-1] == "16"
+
+
+def samples_of(snapshot: Snapshot) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value for f in snapshot_families(snapshot) for s in f.samples
+    }
+
+
+async def test_a_small_job_counts_as_demand(slurm_cluster: SlurmCluster) -> None:
+    """One 1-CPU job: running, it holds its node; pending for nodes, it asks for one. Judged on one
+    snapshot with and without the job, so other tests' jobs cannot move the numbers."""
+    registry = CollectorRegistry()
+    part = frozenset({("partition", slurm_cluster.partition)})
+    spec = JobSpec(
+        name=f"exp-live-{uuid.uuid4().hex[:8]}",
+        partition=slurm_cluster.partition,
+        time_limit_minutes=1,
+        tasks=1,
+        cpus_per_task=1,
+        memory_per_node_mb=64,
+        script="#!/bin/sh\nsleep 30\n",
+    )
+    async with (
+        client_for(slurm_cluster) as slurm,
+        Exporter(slurm, registry=registry, interval=1.0) as exporter,
+    ):
+        job_id = (await slurm.submit_job(spec)).job_id
+        try:
+            deadline = time.monotonic() + 8.0
+            while True:
+                assert await exporter.poller.refresh(), exporter.poller.status.last_error
+                snapshot = exporter.poller.status.snapshot
+                assert snapshot is not None
+                job = next((j for j in snapshot.jobs if j.job_id == job_id), None)
+                if job is not None and (job.state is JobState.RUNNING or time.monotonic() > deadline):
+                    break
+                await asyncio.sleep(0.3)
+        finally:
+            with contextlib.suppress(JobNotFound):
+                await slurm.cancel_job(job_id)
+    assert job is not None
+    with_job = samples_of(snapshot)
+    without_job = samples_of(replace(snapshot, jobs=tuple(j for j in snapshot.jobs if j.job_id != job_id)))
+    demanded = ("slurm_partition_nodes_demanded", part)
+    added = with_job[demanded] - without_job[demanded]
+    if job.state is JobState.RUNNING:
+        assert len(job.nodes) == 1
+        node = job.nodes[0]
+        assert node in slurm_cluster.nodes
+        assert added in (0, 1)  # 0 when another running job of the partition shares its node
+        held = {
+            n for j in snapshot.jobs if j.job_id != job_id and j.state is JobState.RUNNING for n in j.nodes
+        }
+        assert added == (0 if node in held else 1)
+        cpus = ("slurm_partition_jobs_cpus_alloc", part)
+        assert with_job[cpus] - without_job[cpus] == job.cpus == 1
+        assert (with_job[("slurm_node_cpus_alloc", frozenset({("node", node)}))] or 0) >= 1
+    else:  # the partition was busy: pending, it is demand exactly when it waits for nodes
+        assert job.state is JobState.PENDING
+        waits_for_nodes = (job.state_reason or "None") in DEFAULT_DEMAND_REASONS
+        assert added == (1 if waits_for_nodes else 0)
 
 
 def successes(registry: CollectorRegistry) -> float:
