@@ -97,7 +97,7 @@ _NODE_COUNTS: tuple[_NodeCount, ...] = (
         "future",
         "slurm_partition_nodes_future",
         "slurm_nodes_future",
-        "Nodes in the Future state (declared but not started; slurmrestd hides them from node lists)",
+        "Nodes in the Future state (declared, not started yet)",
     ),
     _NodeCount(
         "unknown", "slurm_partition_nodes_unknown", "slurm_nodes_unknown", "Nodes in the Unknown state"
