@@ -18,10 +18,15 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from bridge.gang_marker import decode_gang_marker
 from bridge.marker import JobMarker, decode_marker
 from slurm_client import Job, JobSpec, JobState, SlurmClient, SlurmError
 
 log = logging.getLogger(__name__)
+
+# After a submit or cancel: poll this often for this long.
+FAST_POLL_INTERVAL = 0.25
+FAST_POLL_WINDOW = 3.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class SlurmJobCache:
         owner: str | None,
         poll_interval: float,
         on_change: Callable[[str], None],
+        on_gang_change: Callable[[str], None] | None = None,
         registry: CollectorRegistry | None = None,
         max_backoff: float = 30.0,
     ) -> None:
@@ -51,14 +57,17 @@ class SlurmJobCache:
         self._owner = owner
         self._poll_interval = poll_interval
         self._on_change = on_change
+        self._on_gang_change = on_gang_change
         self._max_backoff = max_backoff
         self._jobs: dict[int, Job] = {}
         self._markers: dict[int, JobMarker] = {}
         self._by_pod: dict[str, set[int]] = defaultdict(set)
+        self._by_gang: dict[str, set[int]] = defaultdict(set)  # gang key "ns/kind/name" -> job ids
         self._provisional: dict[int, _Provisional] = {}
         self._next_update: datetime | None = None
         self._last_poll_started = float("-inf")  # monotonic start of the last successful poll
         self._uncertain_since: float | None = None
+        self._fast_until = float("-inf")
         self._synced = asyncio.Event()
         self._wake = asyncio.Event()
         self.healthy = False
@@ -90,6 +99,19 @@ class SlurmJobCache:
 
     def pod_keys(self) -> set[str]:
         return {key for key, ids in self._by_pod.items() if ids}
+
+    def jobs_for_gang(self, gang_key: str) -> list[Job]:
+        """Jobs whose gang marker names `gang_key` ("namespace/kind/name"), provisional ones included."""
+        ids = set(self._by_gang.get(gang_key, ()))
+        ids |= {i for i, p in self._provisional.items() if self._gang_key_of(p.job) == gang_key}
+        return [self._provisional[i].job if i in self._provisional else self._jobs[i] for i in sorted(ids)]
+
+    def gang_keys(self) -> set[str]:
+        return {key for key, ids in self._by_gang.items() if ids}
+
+    def owned_gang_jobs(self) -> list[Job]:
+        """Jobs with this cluster's gang marker, submitted by the bridge's Slurm user."""
+        return [job for job in self.all_jobs() if self._gang_key_of(job) is not None]
 
     # ---- writing through -------------------------------------------------------------------------
 
@@ -127,7 +149,9 @@ class SlurmJobCache:
         return False
 
     def poke(self) -> None:
-        """Poll now instead of at the end of the interval (e.g. right after a submit or cancel)."""
+        """Poll now, then briefly often: right after a submit or cancel, Slurm acts within a second or two,
+        and a bind should not wait a whole interval for it. (Unchanged answers are 304s costing ~3 ms.)"""
+        self._fast_until = time.monotonic() + FAST_POLL_WINDOW
         self._wake.set()
 
     # ---- polling ---------------------------------------------------------------------------------
@@ -164,12 +188,15 @@ class SlurmJobCache:
                 self._replace(answer.jobs, poll_started=started)
             if not self._synced.is_set():
                 self._synced.set()
+            fast = time.monotonic() < self._fast_until
+            interval = min(FAST_POLL_INTERVAL, self._poll_interval) if fast else self._poll_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
 
     def _replace(self, jobs: Iterable[Job], *, poll_started: float) -> None:
         fresh = {job.job_id: job for job in jobs}
         changed_keys: set[str] = set()
+        changed_gangs: set[str] = set()
         for job_id in self._jobs.keys() | fresh.keys():
             before, after = self._jobs.get(job_id), fresh.get(job_id)
             if before == after:
@@ -177,19 +204,27 @@ class SlurmJobCache:
             for job in (before, after):
                 if job is not None and (key := self._pod_key_of(job)) is not None:
                     changed_keys.add(key)
+                if job is not None and (gang := self._gang_key_of(job)) is not None:
+                    changed_gangs.add(gang)
         self._jobs = fresh
         self._markers = {}
         self._by_pod = defaultdict(set)
+        self._by_gang = defaultdict(set)
         for job in fresh.values():
             marker = self._marker_of(job)
             if marker is not None:
                 self._markers[job.job_id] = marker
                 self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
+            elif (gang := self._gang_key_of(job)) is not None:
+                self._by_gang[gang].add(job.job_id)
         self._expire_provisional(poll_started, seen=set(fresh))
         self._metrics.jobs.set(len(fresh))
-        self._metrics.bridge_jobs.set(len(self._markers))
+        self._metrics.bridge_jobs.set(len(self._markers) + sum(len(ids) for ids in self._by_gang.values()))
         for key in sorted(changed_keys):
             self._on_change(key)
+        if self._on_gang_change is not None:
+            for gang in sorted(changed_gangs):
+                self._on_gang_change(gang)
 
     def _expire_provisional(self, poll_started: float, *, seen: set[int]) -> None:
         # A poll that began after the submit either lists the job (now known for real) or proves it is
@@ -208,6 +243,12 @@ class SlurmJobCache:
     def _pod_key_of(self, job: Job) -> str | None:
         marker = self._marker_of(job)
         return f"{marker.namespace}/{marker.pod_name}" if marker is not None else None
+
+    def _gang_key_of(self, job: Job) -> str | None:
+        if self._owner is not None and job.user_name is not None and job.user_name != self._owner:
+            return None
+        marker = decode_gang_marker(job.comment, self._cluster_id)
+        return str(marker.gang_key) if marker is not None else None
 
 
 class _CacheMetrics:
