@@ -158,15 +158,14 @@ class Exporter:
         self._registered = True
         if self._listen is not None:
             host, port = self._listen
-            page = metrics_page(self._registry, self.collector)
-            self._server, self._thread = start_metrics_server(host, port, page)
-            log.info("serving Slurm metrics on http://%s:%d/metrics", *self.address_or_listen)
-
-    @property
-    def address_or_listen(self) -> tuple[str, int]:
-        address = self.address or self._listen
-        assert address is not None
-        return address
+            try:
+                self._server, self._thread = start_metrics_server(
+                    host, port, metrics_page(self._registry, self.collector)
+                )
+            except BaseException:  # e.g. the port is taken: leave the registry as it was
+                self.close()
+                raise
+            log.info("serving Slurm metrics on http://%s:%d/metrics", host, self._server.server_address[1])
 
     def close(self) -> None:
         if self._server is not None:
@@ -217,8 +216,9 @@ async def serve(
 ) -> None:
     """Run the exporter until `stop` is set (SIGTERM/SIGINT when `stop` is None).
 
-    - `listen` overrides `config.metrics_listen_address` ("" serves nothing); `start_server=False`
-      serves nothing either, for a process that already exposes `registry` over HTTP.
+    - `listen` overrides `config.metrics_listen_address` ("" serves nothing). The server sends the
+      Slurm metrics (rendered once per snapshot) and every other collector of `registry`.
+    - `start_server=False` serves nothing, for a process that already exposes `registry` over HTTP.
     - `slurm` defaults to a client built from `config.slurm` (closed on return).
     - `interval` defaults to `config.poll_interval_seconds`; `stale_after` to ten intervals (>= 30 s).
     """

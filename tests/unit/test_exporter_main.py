@@ -362,3 +362,16 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+async def test_a_taken_port_leaves_the_registry_clean() -> None:
+    registry = CollectorRegistry()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        exporter = Exporter(TinySlurm(), registry=registry, interval=1.0, listen=f"127.0.0.1:{port}")
+        with pytest.raises(OSError, match="in use"):
+            async with exporter:
+                pass
+    assert list(registry.collect()) == []
