@@ -24,6 +24,7 @@ from bridge.config import BridgeConfig, PlaceholderMode
 from bridge.marker import JobMarker
 from bridge.objects import ContainerResources, PodInfo
 from bridge.wellknown import JobOption, Reason
+from slurm_client import placeholder_script
 from slurm_client._models import JobSpec
 
 _MIB: Final = 1024 * 1024
@@ -34,16 +35,9 @@ _MEMORY: Final = "memory"
 _USED_RESOURCES: Final = (_CPU, _MEMORY, *wellknown.GPU_RESOURCES)
 _POD_LEVEL_RESOURCES: Final = (_CPU, _MEMORY)
 
-# Ends with the pod's outcome when the bridge signals the batch shell (DELETE job with
-# signal=USR1|USR2 and flags=BATCH_JOB); any other end (scancel, time limit) kills it as usual.
-BATCH_PLACEHOLDER_SCRIPT: Final = """\
-#!/bin/sh
-# slurm-bridge placeholder: holds this allocation while Kubernetes runs the pod.
-# USR1: the pod succeeded; USR2: the pod failed.
-trap 'kill "$sleeper" 2>/dev/null; exit 0' USR1
-trap 'kill "$sleeper" 2>/dev/null; exit 1' USR2
-while :; do sleep 86400 & sleeper=$!; wait "$sleeper"; done
-"""
+# The batch placeholder (slurm_client's): ends with the pod's outcome when the bridge signals the batch
+# shell (USR1: exit 0, USR2: exit 1); any other end (scancel, time limit) kills it as usual.
+BATCH_PLACEHOLDER_SCRIPT: Final = placeholder_script()
 
 
 class JobOutcome(enum.StrEnum):

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.testbed.bridge_harness import wait_for
 from tests.testbed_env import KubeCluster, SlurmCluster
 
 pytestmark = pytest.mark.testbed
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def newest_rest_version(client: httpx.Client) -> str:

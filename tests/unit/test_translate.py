@@ -474,5 +474,5 @@ def test_batch_script_traps_the_outcome_signals() -> None:
     assert JobOutcome.SUCCESS.batch_signal == "USR1"
     assert JobOutcome.FAILURE.batch_signal == "USR2"
     assert JobOutcome.CANCEL.batch_signal is None
-    assert "trap 'kill \"$sleeper\" 2>/dev/null; exit 0' USR1" in BATCH_PLACEHOLDER_SCRIPT
-    assert "trap 'kill \"$sleeper\" 2>/dev/null; exit 1' USR2" in BATCH_PLACEHOLDER_SCRIPT
+    assert "trap 'finish 0' USR1" in BATCH_PLACEHOLDER_SCRIPT
+    assert "trap 'finish 1' USR2" in BATCH_PLACEHOLDER_SCRIPT
