@@ -55,6 +55,8 @@ class PodInfo(_Frozen):
     creation_timestamp: datetime | None = None
     deletion_timestamp: datetime | None = None
     scheduler_name: str | None = None
+    # spec.schedulingGroup.podGroupName: the Workload-API PodGroup the pod belongs to (bridge/gang.py).
+    scheduling_group: str | None = None
     node_name: str | None = None
     active_deadline_seconds: int | None = None
     containers: tuple[ContainerResources, ...] = ()
@@ -83,6 +85,7 @@ class PodInfo(_Frozen):
             creation_timestamp=meta.get("creationTimestamp"),
             deletion_timestamp=meta.get("deletionTimestamp"),
             scheduler_name=spec.get("schedulerName"),
+            scheduling_group=(spec.get("schedulingGroup") or {}).get("podGroupName") or None,
             node_name=spec.get("nodeName") or None,
             active_deadline_seconds=spec.get("activeDeadlineSeconds"),
             containers=tuple(ContainerResources.from_api(c) for c in spec.get("containers") or ()),

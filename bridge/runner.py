@@ -12,23 +12,31 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 from prometheus_client import CollectorRegistry, start_http_server
 
 from bridge.config import BridgeConfig
+from bridge.gang import GangInfo, GangKey, GangKind, gang_key_of
+from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, serves
 from controller.pods import PodMetrics, PodReconciler
 from controller.runtime import Backoff, Controller, ControllerMetrics
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import (
+    COSCHEDULING_POD_GROUPS,
     NODES,
     PODS,
+    WORKLOAD_POD_GROUPS,
     EventRecorder,
     Informer,
     KubeClient,
+    KubeError,
+    KubeObject,
     LeaderElectionConfig,
     LeaderElector,
+    ResourceRef,
+    split_key,
 )
 from slurm_client import JwtKeyAuth, SlurmClient, StaticTokenAuth, TokenFileAuth
 
@@ -95,11 +103,42 @@ async def run_async(
             name="pods",
         )
         nodes = Informer(kube, NODES, label_selector=config.node_selector or None, name="nodes")
+        # A group API the cluster does not serve (CRD not installed, Kubernetes < 1.37) has no informer:
+        # its gangs' members wait for a group that cannot exist (said on the pods), nothing crashes.
+        resync = config.resync_interval_seconds
+        pod_groups = await _group_informer(kube, COSCHEDULING_POD_GROUPS, resync, "podgroups")
+        workload_groups = await _group_informer(kube, WORKLOAD_POD_GROUPS, resync, "workload-podgroups")
         controller: Controller | None = None
+        gangs: Controller | None = None
 
         def enqueue(key: str) -> None:
             if controller is not None:
                 controller.enqueue(key)
+
+        def enqueue_gang(key: str) -> None:
+            if gangs is not None:
+                gangs.enqueue(key)
+
+        def gang_of(pod: KubeObject) -> str | None:
+            """The gang key a pod is planned under; None for single pods and basic-policy groups."""
+            key = gang_key_of(pod)
+            if key is None:
+                return None
+            if key.kind is GangKind.WORKLOAD and workload_groups is not None:
+                group = workload_groups.get(f"{key.namespace}/{key.name}")
+                if group is not None and not GangInfo.from_workload_api(group).all_or_nothing:
+                    return None
+            return str(key)
+
+        def route_members(old: KubeObject | None, new: KubeObject | None) -> bool:
+            # Every change of a member (its disappearance included) wakes its gang.
+            for pod in (old, new):
+                if pod is not None and (gang := gang_of(pod)) is not None:
+                    enqueue_gang(gang)
+            return False
+
+        def group_changed(kind: GangKind) -> Callable[[str], None]:
+            return lambda key: enqueue_gang(_gang(key, kind))
 
         jobs = SlurmJobCache(
             slurm,
@@ -107,6 +146,7 @@ async def run_async(
             owner=config.slurm.user,
             poll_interval=config.poll_interval_seconds,
             on_change=enqueue,
+            on_gang_change=enqueue_gang,
             registry=registry,
         )
         events = EventRecorder(kube, "slurm-bridge-scheduler", reporting_instance=identity)
@@ -120,32 +160,63 @@ async def run_async(
             events=events,
             components=components,
             metrics=PodMetrics(registry),
+            gang_of=gang_of,
+            on_gang_member=enqueue_gang,
         )
+        gang_reconciler = GangReconciler(
+            config,
+            kube=kube,
+            slurm=slurm,
+            pods=pods,
+            pod_groups=pod_groups,
+            workload_groups=workload_groups,
+            nodes=nodes,
+            jobs=jobs,
+            events=events,
+            components=components,
+            metrics=GangMetrics(registry),
+        )
+        controller_metrics = ControllerMetrics(registry)
         controller = Controller(
             "pods",
             reconciler,
             workers=config.workers,
-            metrics=ControllerMetrics(registry),
+            metrics=controller_metrics,
+            backoff=Backoff(cap=MAX_RETRY_SECONDS),
+        )
+        gangs = Controller(
+            "gangs",
+            gang_reconciler,
+            workers=config.workers,
+            metrics=controller_metrics,  # one per registry, shared
             backoff=Backoff(cap=MAX_RETRY_SECONDS),
         )
         pods.add_handler(enqueue)
+        pods.add_handler(lambda _key: None, predicate=route_members)
+        pods.add_index(GANG_INDEX, lambda pod: [gang] if (gang := gang_of(pod)) is not None else [])
+        if pod_groups is not None:
+            pod_groups.add_handler(group_changed(GangKind.COSCHEDULING))
+        if workload_groups is not None:
+            workload_groups.add_handler(group_changed(GangKind.WORKLOAD))
 
         def node_changed(_key: str) -> None:
             # a node appearing or changing labels can make a waiting bind possible
             for key in jobs.pod_keys():
                 enqueue(key)
+            for key in jobs.gang_keys():
+                enqueue_gang(key)
 
         nodes.add_handler(node_changed)
 
         async with contextlib.AsyncExitStack() as stack:
             tasks: list[asyncio.Task[None]] = []
             stack.push_async_callback(_cancel_all, tasks)
-            pods.start()
-            nodes.start()
-            stack.push_async_callback(pods.stop)
-            stack.push_async_callback(nodes.stop)
+            informers = [i for i in (pods, nodes, pod_groups, workload_groups) if i is not None]
+            for informer in informers:
+                informer.start()
+                stack.push_async_callback(informer.stop)
             tasks.append(asyncio.create_task(jobs.run(), name="slurm-job-cache"))
-            await asyncio.gather(pods.wait_synced(), nodes.wait_synced(), jobs.wait_synced())
+            await asyncio.gather(*(i.wait_synced() for i in informers), jobs.wait_synced())
             log.info(
                 "caches synced: %d pods, %d nodes, %d Slurm jobs",
                 len(pods.keys()),
@@ -155,14 +226,24 @@ async def run_async(
 
             async def lead() -> None:
                 assert controller is not None
+                assert gangs is not None
                 for key in set(pods.keys()) | jobs.pod_keys():
                     controller.enqueue(key)
+                gang_keys = set(pods.index_values(GANG_INDEX)) | jobs.gang_keys()
+                gang_keys |= _gangs(pod_groups, GangKind.COSCHEDULING) | _gangs(
+                    workload_groups, GangKind.WORKLOAD
+                )
+                for key in gang_keys:
+                    gangs.enqueue(key)
                 controller.start()
+                gangs.start()
                 try:
                     while True:
                         await reconciler.clean_orphans()
+                        await gang_reconciler.clean_orphans()
                         await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
                 finally:
+                    await gangs.stop(drain=False)
                     await controller.stop(drain=False)
 
             if config.leader_election.enabled:
@@ -188,6 +269,35 @@ async def run_async(
             if work in done and not work.cancelled() and work.exception() is not None:
                 raise work.exception()  # type: ignore[misc]
             log.info("stopping")
+
+
+def _gang(key: str, kind: GangKind) -> str:
+    namespace, name = split_key(key)
+    return str(GangKey(namespace=namespace or "default", kind=kind, name=name))
+
+
+def _gangs(groups: Informer | None, kind: GangKind) -> set[str]:
+    keys = groups.keys() if groups is not None else []  # an Informer is no mapping
+    return {_gang(key, kind) for key in keys}
+
+
+async def _group_informer(kube: KubeClient, ref: ResourceRef, resync: float, name: str) -> Informer | None:
+    """An informer of a gang group API, or None (logged once) when the cluster does not serve it."""
+    try:
+        served = await serves(kube, ref)
+    except KubeError as error:
+        log.warning(
+            "cannot tell whether %s/%s is served (%s); its gangs are off", ref.api_version, ref.plural, error
+        )
+        return None
+    if not served:
+        log.info(
+            "%s/%s is not served; gangs of that kind wait for it (restart once installed)",
+            ref.api_version,
+            ref.plural,
+        )
+        return None
+    return Informer(kube, ref, resync_period=resync, name=name)
 
 
 @contextlib.asynccontextmanager

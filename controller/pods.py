@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,6 +123,8 @@ class PodReconciler:
         events: EventRecorder,
         components: Collection[str],
         metrics: PodMetrics,
+        gang_of: Callable[[KubeObject], str | None] = lambda _pod: None,
+        on_gang_member: Callable[[str], None] = lambda _gang_key: None,
     ) -> None:
         self._config = config
         self._kube = kube
@@ -133,9 +135,17 @@ class PodReconciler:
         self._events = events
         self._actions, self._events_said = duties(components)
         self._metrics = metrics
+        # A gang member is planned with its gang (controller/gang_plan.py), never on its own: gang_of
+        # names its gang key (None for single pods and basic-policy groups), on_gang_member queues it.
+        self._gang_of = gang_of
+        self._on_gang_member = on_gang_member
 
     async def reconcile(self, key: str) -> Result:
         raw = self._pods.get(key)
+        gang_key = self._gang_of(raw) if raw is not None else None
+        if gang_key is not None:
+            self._on_gang_member(gang_key)
+            return Result()
         pod = PodInfo.from_api(raw) if raw is not None else None
         node_map = slurm_to_kubernetes_nodes(
             (NodeInfo.from_api(n) for n in self._nodes.objects()), self._config.node_name_label

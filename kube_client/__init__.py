@@ -36,12 +36,15 @@ from ._informer import (
 )
 from ._leader import LeaderElectionConfig, LeaderElector, LeadershipLost, LeaseStore
 from ._resources import (
+    COSCHEDULING_POD_GROUPS,
     CUSTOM_RESOURCE_DEFINITIONS,
     EVENTS,
     LEASES,
     NAMESPACES,
     NODES,
     PODS,
+    WORKLOAD_POD_GROUPS,
+    WORKLOADS,
     KubeObject,
     ResourceRef,
     object_key,
@@ -50,6 +53,7 @@ from ._resources import (
 from ._watch import WatchEvent, WatchStream
 
 __all__ = [
+    "COSCHEDULING_POD_GROUPS",
     "CUSTOM_RESOURCE_DEFINITIONS",
     "DEFAULT_FIELD_MANAGER",
     "EVENTS",
@@ -59,6 +63,8 @@ __all__ = [
     "NORMAL",
     "PODS",
     "WARNING",
+    "WORKLOADS",
+    "WORKLOAD_POD_GROUPS",
     "AlreadyExists",
     "BadRequest",
     "ChangeHandler",

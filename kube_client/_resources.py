@@ -51,6 +51,11 @@ NODES = ResourceRef("", "v1", "nodes", namespaced=False, kind="Node")
 NAMESPACES = ResourceRef("", "v1", "namespaces", namespaced=False, kind="Namespace")
 EVENTS = ResourceRef("", "v1", "events", namespaced=True, kind="Event")
 LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", namespaced=True, kind="Lease")
+# Gang group objects (bridge/gang.py): coscheduling PodGroups (scheduler-plugins CRD, or
+# deploy/crds/scheduling.x-k8s.io_podgroups.yaml) and the Workload API's runtime PodGroups (1.37+).
+COSCHEDULING_POD_GROUPS = ResourceRef("scheduling.x-k8s.io", "v1alpha1", "podgroups", kind="PodGroup")
+WORKLOAD_POD_GROUPS = ResourceRef("scheduling.k8s.io", "v1beta1", "podgroups", kind="PodGroup")
+WORKLOADS = ResourceRef("scheduling.k8s.io", "v1beta1", "workloads", kind="Workload")
 CUSTOM_RESOURCE_DEFINITIONS = ResourceRef(
     "apiextensions.k8s.io",
     "v1",

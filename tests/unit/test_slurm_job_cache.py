@@ -28,9 +28,9 @@ class FakeSlurm:
 
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
-        self.calls: list[datetime | None] = []
+        self.calls: list[datetime | int | None] = []
 
-    async def list_jobs(self, *, update_time: datetime | None = None) -> JobList:
+    async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList:
         self.calls.append(update_time)
         answer = self.answers.pop(0) if self.answers else JobList(not_modified=True, next_update_time=NOW)
         if isinstance(answer, Exception):
@@ -52,7 +52,7 @@ async def run_polls(cache: SlurmJobCache, slurm: FakeSlurm, polls: int) -> None:
 async def test_changed_jobs_notify_their_pod_and_foreign_jobs_do_not() -> None:
     seen: list[str] = []
     slurm = FakeSlurm([JobList(jobs=(job(1), job(2, comment='{"pods": ["ns/p"]}')), next_update_time=NOW)])
-    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=0.001, on_change=seen.append)  # type: ignore[arg-type]
+    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=0.001, on_change=seen.append)
     await run_polls(cache, slurm, 2)
     assert seen == ["ns/p"]
     assert [j.job_id for j in cache.jobs_for("ns/p")] == [1]
@@ -63,14 +63,14 @@ async def test_changed_jobs_notify_their_pod_and_foreign_jobs_do_not() -> None:
 
 async def test_submitted_job_is_visible_before_any_poll_lists_it() -> None:
     slurm = FakeSlurm([JobList(jobs=(), next_update_time=NOW)])
-    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
     cache.record_submitted(7, JobSpec(name="p", comment=MARKER))
     # the poll began before... no: recorded before this poll started, and that poll did not list job 7
     assert [j.job_id for j in cache.jobs_for("ns/p")] == [7]
 
 
 async def test_provisional_job_survives_a_poll_that_started_before_the_submit() -> None:
-    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
     cache._replace([], poll_started=-1.0)  # an answer to a poll begun long before the submit
     cache.record_submitted(7, JobSpec(name="p", comment=MARKER))
     cache._replace([], poll_started=-1.0)
@@ -84,8 +84,13 @@ async def test_poll_errors_keep_the_last_state_and_mark_unhealthy() -> None:
         [JobList(jobs=(job(1),), next_update_time=NOW), SlurmTransportError("down", sent=False)]
     )
     cache = SlurmJobCache(
-        slurm, "c1", owner="slurm", poll_interval=0.001, on_change=lambda _k: None, max_backoff=0.001
-    )  # type: ignore[arg-type]
+        slurm,
+        "c1",
+        owner="slurm",
+        poll_interval=0.001,
+        on_change=lambda _k: None,
+        max_backoff=0.001,
+    )
     await run_polls(cache, slurm, 2)
     assert [j.job_id for j in cache.jobs_for("ns/p")] == [1]
 
@@ -118,14 +123,14 @@ def test_every_event_reason_has_exactly_one_owner() -> None:
     ids=["bridge-user", "user-unknown", "root", "other-user"],
 )
 def test_marker_counts_only_in_jobs_of_the_bridge_user(user: str | None, ours: bool) -> None:
-    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
     cache._replace([job(1).model_copy(update={"user_name": user})], poll_started=0.0)
     assert bool(cache.jobs_for("ns/p")) is ours
     assert bool(cache.owned_jobs()) is ours
 
 
 def test_ambiguous_submit_holds_submits_until_a_later_poll() -> None:
-    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)  # type: ignore[arg-type]
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
     assert cache.settled
     cache.submit_outcome_unknown()
     assert not cache.settled
@@ -149,3 +154,31 @@ TAINT = {"key": "slinky.slurm.net/managed-node", "operator": "Exists"}
 def test_bridge_adds_its_toleration_once(tolerations: list[dict[str, str]] | None, expected: object) -> None:
     raw = {"spec": {"tolerations": tolerations}} if tolerations is not None else {"spec": {}}
     assert _with_managed_node_toleration(raw) == expected
+
+
+GANG_MARKER = (
+    f"slurm-bridge/v1 cluster=c1 gang=ns/podgroup.scheduling.x-k8s.io/pg spec=0123456789ab uid={UID}"
+)
+
+
+async def test_gang_jobs_are_indexed_by_gang_key_apart_from_pods() -> None:
+    pods: list[str] = []
+    gangs: list[str] = []
+    answer = JobList(jobs=(job(1), job(2, comment=GANG_MARKER)), next_update_time=NOW)
+    slurm = FakeSlurm([answer])
+    cache = SlurmJobCache(
+        slurm,
+        "c1",
+        owner="slurm",
+        poll_interval=0.001,
+        on_change=pods.append,
+        on_gang_change=gangs.append,
+    )
+    await run_polls(cache, slurm, 2)
+    assert (pods, gangs) == (["ns/p"], ["ns/podgroup.scheduling.x-k8s.io/pg"])
+    assert [j.job_id for j in cache.jobs_for_gang("ns/podgroup.scheduling.x-k8s.io/pg")] == [2]
+    assert [j.job_id for j in cache.owned_gang_jobs()] == [2]
+    assert [j.job_id for j in cache.owned_jobs()] == [1]  # the pod orphan sweep never sees gang jobs
+    cache.record_submitted(3, JobSpec(name="pg", comment=GANG_MARKER))
+    assert [j.job_id for j in cache.jobs_for_gang("ns/podgroup.scheduling.x-k8s.io/pg")] == [2, 3]
+    assert cache.gang_keys() == {"ns/podgroup.scheduling.x-k8s.io/pg"}
