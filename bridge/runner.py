@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 from prometheus_client import CollectorRegistry, start_http_server
 
+import exporter
 from bridge.config import BridgeConfig
 from bridge.gang import GangInfo, GangKey, GangKind, gang_key_of
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, serves
@@ -48,14 +49,11 @@ MAX_RETRY_SECONDS = 30.0
 
 
 def run(config: BridgeConfig, components: set[str]) -> int:
-    if "exporter" in components:
-        others = ", ".join(sorted(components - {"exporter"}))
-        log.warning("the exporter is not part of this build yet; running %s", others)
-        components = components - {"exporter"}
-    if not components:
-        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_async(config, components))
+        if components == {"exporter"}:
+            asyncio.run(exporter.serve(config))
+        else:
+            asyncio.run(run_async(config, components))
     return 0
 
 
@@ -87,7 +85,9 @@ async def run_async(
     """Run until `stop` is set (or SIGTERM/SIGINT when stop is None)."""
     registry = registry if registry is not None else CollectorRegistry()
     stop = stop or _stop_on_signals()
-    if config.metrics_listen_address:
+    # With the exporter, its server serves the whole registry; otherwise prometheus-client's does.
+    with_exporter = "exporter" in components
+    if config.metrics_listen_address and not with_exporter:
         host, port = _host_port(config.metrics_listen_address)
         start_http_server(port, addr=host, registry=registry)
     identity = identity or f"{socket.gethostname()}-{os.getpid()}"
@@ -211,6 +211,12 @@ async def run_async(
         async with contextlib.AsyncExitStack() as stack:
             tasks: list[asyncio.Task[None]] = []
             stack.push_async_callback(_cancel_all, tasks)
+            if with_exporter:  # on every replica, leader or not
+                tasks.append(
+                    asyncio.create_task(
+                        exporter.serve(config, registry=registry, stop=stop, slurm=slurm), name="exporter"
+                    )
+                )
             informers = [i for i in (pods, nodes, pod_groups, workload_groups) if i is not None]
             for informer in informers:
                 informer.start()

@@ -15,18 +15,25 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.gang_marker import decode_gang_marker
 from bridge.marker import JobMarker, decode_marker
-from slurm_client import Job, JobSpec, JobState, SlurmClient, SlurmError
+from slurm_client import Job, JobList, JobSpec, JobState, SlurmError
 
 log = logging.getLogger(__name__)
 
 # After a submit or cancel: poll this often for this long.
 FAST_POLL_INTERVAL = 0.25
 FAST_POLL_WINDOW = 3.0
+
+
+class JobLister(Protocol):
+    """What the cache needs of the Slurm client (SlurmClient fits; tests pass a fake)."""
+
+    async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList: ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class SlurmJobCache:
 
     def __init__(
         self,
-        slurm: SlurmClient,
+        slurm: JobLister,
         cluster_id: str,
         *,
         owner: str | None,
