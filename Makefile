@@ -7,7 +7,7 @@ export SLURM_VERSION ?= 26.05
 # Versions of Slurm the test run brings up (and parametrizes over); the first is the default for the bridge.
 export SLURM_VERSIONS ?= $(SLURM_VERSION)
 
-.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo bench-client bench-bridge clean
+.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo bench-client bench-bridge bench-exporter clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-client: testbed-up
 
 bench-bridge: testbed-up
 	$(BIN)/python -m bridge.bench
+
+bench-exporter: testbed-up
+	$(BIN)/python -m exporter.bench
 
 clean: testbed-down
 	rm -rf $(VENV) .testbed
