@@ -11,15 +11,16 @@ read -r -a VLIST <<<"$VERSIONS"
 DEFAULT="${VLIST[0]}"
 mkdir -p "$STATE_ROOT"
 # One `up` at a time (test runs in parallel share the testbed); a second waits, then finds it running.
+# Every child gets `8>&-`: a daemon that inherited the lock's descriptor would hold it forever.
 exec 8>"$STATE_ROOT/.up.lock"
 flock 8
 t0=$SECONDS
 # Slurm installs are mostly downloads and the Kubernetes build is CPU: overlap them.
-bash "$HERE/k8s.sh" up >"$STATE_ROOT/k8s-up.log" 2>&1 &
+bash "$HERE/k8s.sh" up >"$STATE_ROOT/k8s-up.log" 2>&1 8>&- &
 k8s_pid=$!
 slurm_failed=""
 for v in "${VLIST[@]}"; do
-  bash "$HERE/slurm.sh" up "$v" || slurm_failed+=" $v"
+  bash "$HERE/slurm.sh" up "$v" 8>&- || slurm_failed+=" $v"
 done
 if ! wait "$k8s_pid"; then
   tail -n 20 "$STATE_ROOT/k8s-up.log" >&2
@@ -50,5 +51,5 @@ dv="${DEFAULT/./_}"
   echo "SLURM_USER=slurm"
   echo "PATH=$STATE_ROOT/bin/k8s:$STATE_ROOT/bin/$DEFAULT:\$PATH"
 } >"$STATE_ROOT/env"
-if [[ -f "$HERE/bridge-config.sh" ]]; then bash "$HERE/bridge-config.sh" "$DEFAULT"; fi
+if [[ -f "$HERE/bridge-config.sh" ]]; then bash "$HERE/bridge-config.sh" "$DEFAULT" 8>&-; fi
 echo "[testbed] up in $((SECONDS - t0)) s: Slurm ${VLIST[*]} + Kubernetes; environment in $STATE_ROOT/env" >&2
