@@ -62,7 +62,7 @@ def _delete_gangs(cluster: Cluster) -> None:
     kubectl("-n", NAMESPACE, "delete", "pods", "-l", POD_GROUP_LABEL, "--wait=false", check=False)
     with contextlib.suppress(AssertionError):
         wait_for("gang pods gone", lambda: not _gang_pods(cluster), 40)
-    kubectl("-n", NAMESPACE, "delete", "podgroups", "--all", "--wait=false", check=False)
+    kubectl("-n", NAMESPACE, "delete", "podgroups.scheduling.x-k8s.io", "--all", "--wait=false", check=False)
 
 
 def _force_clear(cluster: Cluster) -> None:
@@ -148,7 +148,7 @@ def _active_jobs(cluster: Cluster, job_name: str) -> list[dict[str, str]]:
 
 
 def _group_status(cluster: Cluster, name: str) -> dict[str, Any]:
-    out = cluster.kube.kubectl("-n", NAMESPACE, "get", "podgroup", name, "-o", "json")
+    out = cluster.kube.kubectl("-n", NAMESPACE, "get", "podgroups.scheduling.x-k8s.io", name, "-o", "json")
     status: dict[str, Any] = json.loads(out).get("status") or {}
     return status
 
@@ -179,7 +179,9 @@ def _delete_gang(cluster: Cluster, replica_set: str, group: str) -> None:
     cluster.kube.kubectl("-n", NAMESPACE, "delete", "replicaset", replica_set, "--wait=false", check=False)
     with contextlib.suppress(AssertionError):
         wait_for("gang pods gone", lambda: not _gang_pods(cluster, group), 40)
-    cluster.kube.kubectl("-n", NAMESPACE, "delete", "podgroup", group, "--wait=false", check=False)
+    cluster.kube.kubectl(
+        "-n", NAMESPACE, "delete", "podgroups.scheduling.x-k8s.io", group, "--wait=false", check=False
+    )
 
 
 def test_replicaset_gang_runs_as_one_slurm_job(cluster: Cluster, bridge: BridgeProcess) -> None:
@@ -201,7 +203,9 @@ def test_replicaset_gang_runs_as_one_slurm_job(cluster: Cluster, bridge: BridgeP
             ),
             60,
         )
-        table = cluster.kube.kubectl("-n", NAMESPACE, "get", "podgroups", "nginx-pg", "--no-headers")
+        table = cluster.kube.kubectl(
+            "-n", NAMESPACE, "get", "podgroups.scheduling.x-k8s.io", "nginx-pg", "--no-headers"
+        )
         assert table.split()[1:4] == ["Running", "2", "2"], table  # NAME PHASE MINMEMBER RUNNING
         bridge.assert_alive()
     finally:
@@ -248,4 +252,6 @@ def test_gang_short_of_min_member_submits_nothing(cluster: Cluster, bridge: Brid
         assert not _bound_nodes(cluster, group)[0]
     finally:
         cluster.delete_pod(name)
-        cluster.kube.kubectl("-n", NAMESPACE, "delete", "podgroup", group, "--wait=false", check=False)
+        cluster.kube.kubectl(
+            "-n", NAMESPACE, "delete", "podgroups.scheduling.x-k8s.io", group, "--wait=false", check=False
+        )
