@@ -20,7 +20,8 @@ from bridge import wellknown
 
 REPO = Path(__file__).resolve().parent.parent
 TESTBED = Path(os.environ.get("TESTBED_DIR", REPO / ".testbed"))
-MANIFEST = REPO / "deploy" / "examples" / "pause-pod.yaml"
+EXAMPLES = REPO / "deploy" / "examples"
+MANIFEST = EXAMPLES / "pause-pod.yaml"
 
 
 def testbed_environment() -> dict[str, str]:
@@ -62,33 +63,94 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        print(f"\nslurm-bridge run is up (pid {bridge.pid}, log {log.name}); applying the seed's pause pod")
-        sh(env, f"kubectl apply -f {MANIFEST}")
-
-        def pod_running() -> bool:
-            phase = sh(
-                env, "kubectl -n slurm-bridge get pod pause-pod -o jsonpath={.status.phase}", show=False
-            )
-            return phase == "Running"
-
-        wait("the pod to run", pod_running)
-        sh(env, "squeue")
-        sh(env, "kubectl -n slurm-bridge get pods -o wide")
-        pod = json.loads(sh(env, "kubectl -n slurm-bridge get pod pause-pod -o json", show=False))
-        job_id = pod["metadata"]["labels"][wellknown.LABEL_SLURM_JOB_ID]
-        print(f"\npod label      {wellknown.LABEL_SLURM_JOB_ID}={job_id}")
-        node = pod["metadata"]["annotations"][wellknown.ANNOTATION_SLURM_NODE]
-        print(f"pod annotation {wellknown.ANNOTATION_SLURM_NODE}={node}")
-        print(f"pod finalizers {pod['metadata']['finalizers']}")
-        print("\nDeleting the pod: the bridge ends its Slurm job with the pod's outcome.")
-        sh(env, "kubectl -n slurm-bridge delete pod pause-pod --wait=true --timeout=60s")
-        sh(env, f"squeue -t all -j {job_id} -o '%.8i %.12j %.10T %.8M %R'")
-        sh(env, f"scontrol show job {job_id} | grep -E 'JobState|ExitCode'")
+        pause_pod_demo(env, bridge.pid, log.name)
+        podgroup_demo(env)
     finally:
         bridge.terminate()
         bridge.wait(timeout=20)
         sh(env, "kubectl -n slurm-bridge delete pod pause-pod --ignore-not-found --wait=false", show=False)
     print("\nDemo done. The testbed keeps running: `make testbed-status`, `make testbed-down`.")
+
+
+def pause_pod_demo(env: dict[str, str], pid: int, log_name: str) -> None:
+    print(f"\nslurm-bridge run is up (pid {pid}, log {log_name}); applying the seed's pause pod")
+    sh(env, f"kubectl apply -f {MANIFEST}")
+
+    def pod_running() -> bool:
+        phase = sh(env, "kubectl -n slurm-bridge get pod pause-pod -o jsonpath={.status.phase}", show=False)
+        return phase == "Running"
+
+    wait("the pod to run", pod_running)
+    sh(env, "squeue")
+    sh(env, "kubectl -n slurm-bridge get pods -o wide")
+    pod = json.loads(sh(env, "kubectl -n slurm-bridge get pod pause-pod -o json", show=False))
+    job_id = pod["metadata"]["labels"][wellknown.LABEL_SLURM_JOB_ID]
+    print(f"\npod label      {wellknown.LABEL_SLURM_JOB_ID}={job_id}")
+    node = pod["metadata"]["annotations"][wellknown.ANNOTATION_SLURM_NODE]
+    print(f"pod annotation {wellknown.ANNOTATION_SLURM_NODE}={node}")
+    print(f"pod finalizers {pod['metadata']['finalizers']}")
+    print("\nDeleting the pod: the bridge ends its Slurm job with the pod's outcome.")
+    sh(env, "kubectl -n slurm-bridge delete pod pause-pod --wait=true --timeout=60s")
+    sh(env, f"squeue -t all -j {job_id} -o '%.8i %.12j %.10T %.8M %R'")
+    sh(env, f"scontrol show job {job_id} | grep -E 'JobState|ExitCode'")
+
+
+PODGROUPS = "kubectl -n slurm-bridge get podgroups.scheduling.x-k8s.io"
+
+
+def podgroup_demo(env: dict[str, str]) -> None:
+    """Gangs: nginx-pg runs as one 2-node job; sleep-pg waits for Resources, then runs and finishes."""
+    print("\n=== Second demo: gangs (PodGroup = ONE Slurm job) ===")
+    print("As in the seed, 3 nodes are free: an operator's job holds slurm-bridge-3.")
+    blocker = (
+        sh(
+            env,
+            "sbatch --parsable -p slurm-bridge -w slurm-bridge-3 --exclusive -J operator -D /tmp "
+            "--wrap 'sleep 600'",
+            show=False,
+        )
+        .strip()
+        .split(";")[0]
+    )
+    try:
+        sh(env, f"kubectl apply -f {EXAMPLES / 'podgroup-demo.yaml'}")
+        wait("nginx-pg Running", lambda: phase_of(env, "nginx-pg") == "Running", 90)
+        sh(env, f"kubectl apply -f {EXAMPLES / 'podgroup-sleep.yaml'}")
+
+        def sleep_pg_waits() -> bool:
+            out = sh(env, "squeue -h -n sleep-pg -o %r", show=False)
+            return "Resources" in out
+
+        wait("sleep-pg pending for Resources", sleep_pg_waits, 60)
+        sh(env, "kubectl -n slurm-bridge get pods -o wide")
+        sh(env, PODGROUPS)
+        sh(env, "squeue")
+        sh(env, "sinfo")
+        print("\nDeleting nginx-pg frees its nodes; sleep-pg starts, runs 5 s and finishes.")
+        sh(env, f"kubectl delete -f {EXAMPLES / 'podgroup-demo.yaml'} --wait=false")
+        wait("sleep-pg Running", lambda: phase_of(env, "sleep-pg") == "Running", 90)
+        sh(env, "kubectl -n slurm-bridge get pods -o wide")
+        sh(env, PODGROUPS)
+        sh(env, "squeue")
+        wait("sleep-pg Finished", lambda: phase_of(env, "sleep-pg") == "Finished", 90)
+        sh(env, PODGROUPS)
+        sh(env, "squeue -t all -n pgReplicaset,sleep-pg -o '%.8i %.14j %.10T %.6D %N'")
+    finally:
+        sh(
+            env,
+            f"kubectl delete -f {EXAMPLES / 'podgroup-sleep.yaml'} --ignore-not-found --wait=false",
+            show=False,
+        )
+        sh(
+            env,
+            f"kubectl delete -f {EXAMPLES / 'podgroup-demo.yaml'} --ignore-not-found --wait=false",
+            show=False,
+        )
+        sh(env, f"scancel {blocker}", show=False)
+
+
+def phase_of(env: dict[str, str], podgroup: str) -> str:
+    return sh(env, f"{PODGROUPS} {podgroup} -o jsonpath={{.status.phase}}", show=False).strip()
 
 
 if __name__ == "__main__":

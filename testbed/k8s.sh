@@ -230,6 +230,8 @@ up() {
   start_controller_manager
   start_kwok
   create_nodes
+  # the project's CRDs (coscheduling PodGroup, ...)
+  kubectl apply -f "$REPO/deploy/crds/" >/dev/null || die "could not install the CRDs in deploy/crds/"
   write_env
   log "ready: Kubernetes $K8S_VERSION at https://127.0.0.1:$API_PORT, nodes ${NODES[*]}"
 }
