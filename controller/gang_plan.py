@@ -78,7 +78,7 @@ from bridge.wellknown import (
     PHASE_SUCCEEDED,
     Reason,
 )
-from controller.plan import CancelJob, SubmitJob
+from controller.plan import CancelJob, SubmitJob, why_job_ended
 from slurm_client._models import Job, JobState
 
 
@@ -230,18 +230,6 @@ class GangObservation:
     partition_nodes: Mapping[str, int] = field(default_factory=dict)
 
 
-# Why a job ended, as the members' deletion reason and message (as controller/plan.py says it).
-_JOB_ENDINGS: dict[JobState, tuple[Reason, str]] = {
-    JobState.COMPLETED: (Reason.JOB_COMPLETED, "completed"),
-    JobState.CANCELLED: (Reason.JOB_CANCELLED, "was cancelled in Slurm (scancel)"),
-    JobState.FAILED: (Reason.JOB_FAILED, "failed"),
-    JobState.TIMEOUT: (Reason.JOB_TIMEOUT, "reached its time limit"),
-    JobState.PREEMPTED: (Reason.JOB_PREEMPTED, "was preempted"),
-    JobState.NODE_FAIL: (Reason.JOB_NODE_FAIL, "ended with a node failure"),
-    JobState.BOOT_FAIL: (Reason.JOB_BOOT_FAIL, "ended with a node boot failure"),
-    JobState.DEADLINE: (Reason.JOB_DEADLINE, "reached its deadline"),
-    JobState.OUT_OF_MEMORY: (Reason.JOB_OUT_OF_MEMORY, "ran out of memory"),
-}
 _GROUP_WORDS: dict[GangKind, str] = {
     GangKind.WORKLOAD: "PodGroup",
     GangKind.COSCHEDULING: "PodGroup",
@@ -630,7 +618,7 @@ def _leftovers(view: _View) -> list[GangAction]:
     for job, _ in view.marked:
         if _active(job):
             continue
-        reason, ended = _JOB_ENDINGS.get(job.state, (Reason.JOB_FAILED, f"ended {job.state}"))
+        reason, ended = why_job_ended(job.state)
         waiting = [
             p
             for p in view.ours
@@ -662,7 +650,7 @@ def _bound_leftovers(
                 f"Slurm job {label} left slurmctld before its end was seen",
             )
         else:
-            reason, ended = _JOB_ENDINGS.get(job.state, (Reason.JOB_FAILED, f"ended {job.state}"))
+            reason, ended = why_job_ended(job.state)
             ending = (reason, f"Slurm job {label} {ended}; deleting the gang's members")
         endings.setdefault(ending, []).append(pod)
     return endings

@@ -122,7 +122,7 @@ class PodObservation:
     slurm_to_kubernetes_nodes: Mapping[str, str] = field(default_factory=dict)
 
 
-# Why a job ended, as the pod's deletion reason and event message.
+# Why a job ended, as the pod's (or gang members') deletion reason and event message.
 _JOB_ENDINGS: dict[JobState, tuple[Reason, str]] = {
     JobState.COMPLETED: (Reason.JOB_COMPLETED, "completed"),
     JobState.CANCELLED: (Reason.JOB_CANCELLED, "was cancelled in Slurm (scancel)"),
@@ -134,6 +134,13 @@ _JOB_ENDINGS: dict[JobState, tuple[Reason, str]] = {
     JobState.DEADLINE: (Reason.JOB_DEADLINE, "reached its deadline"),
     JobState.OUT_OF_MEMORY: (Reason.JOB_OUT_OF_MEMORY, "ran out of memory"),
 }
+
+
+def why_job_ended(state: JobState) -> tuple[Reason, str]:
+    """The reason and the words ("was preempted", ...) for a job that ended in `state`."""
+    return _JOB_ENDINGS.get(state, (Reason.JOB_FAILED, f"ended {state}"))
+
+
 # States in which a job holds an allocation that a running pod may be using.
 _HOLDING = frozenset({JobState.RUNNING, JobState.SUSPENDED})
 
@@ -213,7 +220,7 @@ def _plan_live_pod(
     if job.state.is_finished:
         if not pod.is_bound and _desired_digest(pod, config) not in (None, marker.spec_digest):
             return _plan_submission(pod, config)  # the job we cancelled when the pod's options changed
-        reason, ended = _JOB_ENDINGS.get(job.state, (Reason.JOB_FAILED, f"ended {job.state}"))
+        reason, ended = why_job_ended(job.state)
         return _delete_pod(reason, f"Slurm job {job.job_id} {ended}; deleting the pod")
 
     actions: list[Action] = []
