@@ -41,7 +41,7 @@ from controller.gang_plan import (
 from controller.plan import CancelJob, SubmitJob
 from controller.pods import PENDING_RECHECK_SECONDS, SubmitDeferred, _with_managed_node_toleration
 from controller.runtime import Result, TerminalError
-from controller.slurm_jobs import SlurmJobCache
+from controller.slurm_jobs import SlurmJobCache, cancel_orphans
 from kube_client import (
     COSCHEDULING_POD_GROUPS,
     PODS,
@@ -284,15 +284,7 @@ class GangReconciler:
         doomed = plan_gang_orphan_cleanup(
             self._jobs.owned_gang_jobs(), live, held, self._config.cluster_id, self._now()
         )
-        for cancel in doomed:
-            try:
-                await self._slurm.cancel_job(cancel.job_id)
-            except JobNotFound:
-                continue
-            log.warning("cancelled orphan gang Slurm job %d: %s", cancel.job_id, cancel.why)
-        if doomed:
-            self._jobs.poke()
-        return len(doomed)
+        return await cancel_orphans(self._slurm, self._jobs, doomed, "gang")
 
 
 class _Applier:

@@ -33,7 +33,7 @@ from controller.plan import (
     plan_pod,
 )
 from controller.runtime import Result
-from controller.slurm_jobs import SlurmJobCache
+from controller.slurm_jobs import SlurmJobCache, cancel_orphans
 from kube_client import PODS, EventRecorder, Informer, KubeClient, KubeObject, NotFound, PatchType, split_key
 from slurm_client import InvalidRequest, JobNotFound, SlurmClient, SlurmError, SlurmTransportError
 
@@ -286,15 +286,7 @@ class PodReconciler:
         doomed = plan_orphan_cleanup(
             self._jobs.owned_jobs(), live, self._config.cluster_id, datetime.now(UTC)
         )
-        for cancel in doomed:
-            try:
-                await self._slurm.cancel_job(cancel.job_id)
-            except JobNotFound:
-                continue
-            log.warning("cancelled orphan Slurm job %d: %s", cancel.job_id, cancel.why)
-        if doomed:
-            self._jobs.poke()
-        return len(doomed)
+        return await cancel_orphans(self._slurm, self._jobs, doomed, "pod")
 
 
 class SubmitDeferred(Exception):

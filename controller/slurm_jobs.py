@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.gang_marker import decode_gang_marker
 from bridge.marker import JobMarker, decode_marker
-from slurm_client import Job, JobList, JobSpec, JobState, SlurmError
+from controller.plan import CancelJob
+from slurm_client import Job, JobList, JobNotFound, JobSpec, JobState, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +280,22 @@ class _CacheMetrics:
         self.bridge_jobs = Gauge(
             "slurm_bridge_placeholder_jobs", "Jobs carrying this bridge's marker.", registry=registry
         )
+
+
+class JobCanceller(Protocol):
+    async def cancel_job(self, job_id: int) -> object: ...
+
+
+async def cancel_orphans(
+    slurm: JobCanceller, cache: SlurmJobCache, doomed: Sequence[CancelJob], what: str
+) -> int:
+    """Cancel the planned orphan jobs (a job already gone counts as done); returns how many were planned."""
+    for cancel in doomed:
+        try:
+            await slurm.cancel_job(cancel.job_id)
+        except JobNotFound:
+            continue
+        log.warning("cancelled orphan %s Slurm job %d: %s", what, cancel.job_id, cancel.why)
+    if doomed:
+        cache.poke()
+    return len(doomed)
