@@ -26,6 +26,7 @@ from controller.gang_plan import (
     DeleteMembers,
     GangAction,
     GangObservation,
+    GangReason,
     LabelGroup,
     PodRef,
     RecordGroupEvent,
@@ -39,7 +40,12 @@ from controller.gang_plan import (
     plan_gang_orphan_cleanup,
 )
 from controller.plan import CancelJob, SubmitJob
-from controller.pods import PENDING_RECHECK_SECONDS, SubmitDeferred, _with_managed_node_toleration
+from controller.pods import (
+    CONTROLLER_EVENTS,
+    PENDING_RECHECK_SECONDS,
+    SubmitDeferred,
+    _with_managed_node_toleration,
+)
 from controller.runtime import Result, TerminalError
 from controller.slurm_jobs import SlurmJobCache, cancel_orphans
 from kube_client import (
@@ -101,6 +107,17 @@ GANG_CONTROLLER_ACTIONS: frozenset[type[GangAction]] = frozenset(
 )
 
 
+# When the two run apart, each gang event is recorded once, by the component that does what it describes:
+# the controller binds, deletes members and releases jobs; the scheduler submits and says why gangs wait.
+GANG_CONTROLLER_EVENTS: frozenset[str] = CONTROLLER_EVENTS | {
+    GangReason.MEMBER_FAILED,
+    GangReason.MEMBER_DELETED,
+    GangReason.MEMBER_LOST,
+    GangReason.GROUP_DELETED,
+    GangReason.ALLOCATION_TOO_SMALL,
+}
+
+
 def gang_duties(components: Collection[str]) -> frozenset[type[GangAction]]:
     """The gang action kinds the given components ("scheduler", "controller") apply."""
     actions: set[type[GangAction]] = set()
@@ -109,6 +126,12 @@ def gang_duties(components: Collection[str]) -> frozenset[type[GangAction]]:
     if "controller" in components:
         actions |= GANG_CONTROLLER_ACTIONS
     return frozenset(actions)
+
+
+def records_gang_event(components: Collection[str], reason: str) -> bool:
+    """Whether the given components record a gang event with this reason (each reason has one owner)."""
+    controller = reason in GANG_CONTROLLER_EVENTS
+    return ("controller" in components and controller) or ("scheduler" in components and not controller)
 
 
 class GangMetrics:
@@ -172,6 +195,7 @@ class GangReconciler:
         self._jobs = jobs
         self._events = events
         self._actions = gang_duties(components)
+        self._components = frozenset(components)
         self._metrics = metrics
         self._now = now
         self._monotonic = monotonic
@@ -204,6 +228,10 @@ class GangReconciler:
         )
         for action in plan_gang(observed, self._config):
             if type(action) not in self._actions:
+                continue
+            if isinstance(action, (RecordGroupEvent, RecordPodEvent)) and not records_gang_event(
+                self._components, action.reason
+            ):
                 continue
             log.debug("%s: %s", key, action)
             self._metrics.actions.labels(type(action).__name__).inc()

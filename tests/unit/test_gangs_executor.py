@@ -14,7 +14,7 @@ import pytest
 from bridge.config import BridgeConfig
 from bridge.gang import gang_key_of
 from bridge.wellknown import ANNOTATION_SLURM_NODE, FINALIZER, LABEL_SLURM_JOB_ID
-from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, serves
+from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, records_gang_event, serves
 from controller.pods import SubmitDeferred
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import COSCHEDULING_POD_GROUPS, WORKLOAD_POD_GROUPS, KubeObject, NotFound, ResourceRef
@@ -161,7 +161,12 @@ class FakeEvents:
 
 class Harness:
     def __init__(
-        self, pods: list[KubeObject], groups: list[KubeObject] | None, *, slurm: FakeSlurm | None = None
+        self,
+        pods: list[KubeObject],
+        groups: list[KubeObject] | None,
+        *,
+        slurm: FakeSlurm | None = None,
+        components: frozenset[str] = frozenset({"scheduler", "controller"}),
     ):
         self.kube = FakeKube()
         self.slurm = slurm or FakeSlurm()
@@ -180,7 +185,7 @@ class Harness:
             nodes=FakeInformer([raw_node(f"node{i}") for i in (1, 2, 3)]),  # type: ignore[arg-type]
             jobs=self.jobs,
             events=self.events,  # type: ignore[arg-type]
-            components={"scheduler", "controller"},
+            components=components,
             metrics=GangMetrics(None),
             now=lambda: NOW,
         )
@@ -256,6 +261,65 @@ async def test_a_failed_member_ends_the_gang() -> None:
     assert h.slurm.cancelled == [(101, "USR2")]  # FAILURE, through the batch shell
     assert {c[1] for c in h.kube.of("unfinalize")} == {"w-0", "w-1"}
     assert ("Warning", "PodGroup", "GangMemberFailed") in h.events.said
+
+
+@pytest.mark.parametrize(
+    ("components", "submitted", "failed"),
+    [
+        # one process: every event once
+        ({"scheduler", "controller"}, [("Normal", "PodGroup", "SlurmJobSubmitted")], ["GangMemberFailed"]),
+        # apart: the scheduler says what it submitted, the controller what ended the gang
+        ({"scheduler"}, [("Normal", "PodGroup", "SlurmJobSubmitted")], []),
+        ({"controller"}, [], ["GangMemberFailed"]),
+    ],
+)
+async def test_gang_events_are_split_by_reason_between_scheduler_and_controller(
+    components: set[str], submitted: list[tuple[str, str, str]], failed: list[str]
+) -> None:
+    h = Harness([raw_pod("w-0"), raw_pod("w-1")], [raw_group()])
+    await h.reconciler.reconcile(KEY)  # a one-process bridge submitted the job
+    spec = h.slurm.submitted[0]
+    h.slurm_says(Job(job_id=101, name=spec.name, state=JobState.PENDING, comment=spec.comment))
+    apart = Harness([raw_pod("w-0"), raw_pod("w-1")], [raw_group()], components=frozenset(components))
+    apart.reconciler._jobs = h.jobs
+    await apart.reconciler.reconcile(KEY)  # the job is seen: "holds the places of 2 members"
+    assert [e for e in apart.events.said if e[2] == "SlurmJobSubmitted"] == submitted
+    h.slurm_says(h.running(spec))
+    apart.pods.cache.update(
+        {
+            "ml/w-0": raw_pod("w-0", phase="Failed", node="node1", job_id=101),
+            "ml/w-1": raw_pod("w-1", phase="Running", node="node2", job_id=101),
+        }
+    )
+    apart.events.said.clear()
+    await apart.reconciler.reconcile(KEY)
+    assert [e[2] for e in apart.events.said if e[2].startswith("Gang")] == failed
+
+
+@pytest.mark.parametrize(
+    ("components", "reason", "records"),
+    [
+        ({"scheduler"}, "SlurmJobSubmitted", True),
+        ({"controller"}, "SlurmJobSubmitted", False),
+        ({"scheduler"}, "GangWaitingForMembers", True),
+        ({"controller"}, "GangScheduleTimeout", False),
+        ({"scheduler"}, "GangLargerThanPartition", True),
+        ({"scheduler"}, "GangMemberFailed", False),
+        ({"controller"}, "GangMemberFailed", True),
+        ({"controller"}, "GangMemberDeleted", True),
+        ({"controller"}, "GangMemberLost", True),
+        ({"controller"}, "GangGroupDeleted", True),
+        ({"controller"}, "GangAllocationTooSmall", True),
+        ({"controller"}, "SlurmJobReleased", True),
+        ({"scheduler"}, "SlurmJobReleased", False),
+        ({"controller"}, "Scheduled", True),
+        ({"scheduler", "controller"}, "GangMemberFailed", True),
+        ({"scheduler", "controller"}, "GangWaitingForMembers", True),
+        (set(), "GangWaitingForMembers", False),
+    ],
+)
+def test_each_gang_event_reason_has_one_recorder(components: set[str], reason: str, records: bool) -> None:
+    assert records_gang_event(components, reason) is records
 
 
 @pytest.mark.parametrize(
