@@ -125,7 +125,10 @@ write_config() {
   if [[ "$auth" == auth/slurm && ! -f "$HOST_STATE/slurm.key" ]]; then
     head -c 1024 /dev/urandom >"$HOST_STATE/slurm.key"; chmod 0600 "$HOST_STATE/slurm.key"
   fi
-  local p=$((BASE_PORT + 1))
+  local p=$((BASE_PORT + 1)) metrics=""
+  # Slurm >= 25.11 serves its own OpenMetrics on slurmctld's port (/metrics/jobs, /metrics/nodes, ...);
+  # the exporter is compared with it (tests/testbed/test_exporter_native.py) and Prometheus scrapes it.
+  if [[ "$VERSION" == 26.05 ]]; then metrics=$'MetricsType=metrics/openmetrics\nMetricsParameters=ignore_private_data'; fi
   cat >"$HOST_STATE/slurm.conf" <<CONF
 # Written by testbed/slurm.sh: a $VERSION cluster on loopback for the bridge's tests.
 ClusterName=$CLUSTER
@@ -165,6 +168,7 @@ MinJobAge=120
 SlurmdTimeout=30
 InactiveLimit=0
 MaxNodeCount=64
+$metrics
 NodeName=DEFAULT CPUs=4 RealMemory=8192 State=UNKNOWN
 NodeName=slurm-bridge-[0-1] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$p-$((p + 1))
 NodeName=slurm-bridge-[2-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((p + 2))-$((p + 3)) Gres=gpu:2

@@ -29,6 +29,8 @@ if ! wait "$k8s_pid"; then
 fi
 cat "$STATE_ROOT/k8s-up.log" >&2
 [[ -z "$slurm_failed" ]] || { echo "[testbed] FATAL: Slurm$slurm_failed did not come up (see above)" >&2; exit 1; }
+# Prometheus + prometheus-adapter (external.metrics.k8s.io) for the autoscaling chain
+bash "$HERE/monitoring.sh" up 8>&-
 
 # The environment names every running cluster: the requested ones first (the first is the default),
 # then any other version still running from an earlier `up`.
@@ -49,6 +51,7 @@ dv="${DEFAULT/./_}"
   echo "SLURM_JWT_FILE=\${SLURM_JWT_FILE_$dv}"
   echo "SLURM_JWT_KEY=\${SLURM_JWT_KEY_$dv}"
   echo "SLURM_USER=slurm"
+  echo "PROMETHEUS_URL=http://127.0.0.1:17490"
   echo "PATH=$STATE_ROOT/bin/k8s:$STATE_ROOT/bin/$DEFAULT:\$PATH"
 } >"$STATE_ROOT/env"
 if [[ -f "$HERE/bridge-config.sh" ]]; then bash "$HERE/bridge-config.sh" "$DEFAULT" 8>&-; fi
