@@ -97,6 +97,17 @@ class LeaderElectionConfig(_Section):
         return self
 
 
+class NodeSetConfig(_Section):
+    """The NodeSet controller (controller/nodesets.py); turn it off where slurm-operator runs."""
+
+    enabled: bool = True
+    # Drain and resume need a Slurm operator. None: the bridge's own slurm.user. With
+    # slurm.jwt_key_file the bridge mints tokens for this user; otherwise give token_file.
+    slurm_user: str | None = None
+    token_file: Path | None = None
+    resync_seconds: float = Field(default=15.0, gt=0)  # Slurm node states are polled, not watched
+
+
 class BridgeConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -123,7 +134,19 @@ class BridgeConfig(BaseSettings):
     resync_interval_seconds: float = Field(default=300.0, gt=0)  # level-based full re-reconcile
     workers: int = Field(default=4, ge=1)
     leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    nodeset: NodeSetConfig = NodeSetConfig()
     metrics_listen_address: str = "0.0.0.0:8080"
+
+    @model_validator(mode="after")
+    def _nodeset_identity(self) -> Self:
+        n = self.nodeset
+        other_user = n.slurm_user is not None and n.slurm_user != self.slurm.user
+        if other_user and n.token_file is None and self.slurm.jwt_key_file is None:
+            raise ValueError(
+                f"nodeset.slurm_user {n.slurm_user!r} needs nodeset.token_file "
+                "(or slurm.jwt_key_file to mint its tokens)"
+            )
+        return self
 
     @field_validator("namespaces", mode="before")
     @classmethod

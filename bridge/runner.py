@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import httpx
 from prometheus_client import CollectorRegistry, start_http_server
@@ -21,6 +22,8 @@ import exporter
 from bridge.config import BridgeConfig
 from bridge.gang import GangInfo, GangKey, GangKind, gang_key_of
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, serves
+from controller.nodeset_plan import LABEL_APP_NAME, SLURMD_APP
+from controller.nodesets import NODESET_INDEX, NODESETS, NodeSetReconciler, nodeset_of_pod
 from controller.pods import PodMetrics, PodReconciler
 from controller.runtime import Backoff, Controller, ControllerMetrics
 from controller.slurm_jobs import SlurmJobCache
@@ -69,6 +72,19 @@ def slurm_client_for(config: BridgeConfig) -> SlurmClient:
     return SlurmClient(s.url, auth=auth, api_version=s.api_version, timeout=s.request_timeout_seconds)
 
 
+def operator_client_for(config: BridgeConfig) -> SlurmClient | None:
+    """A client acting as the NodeSet controller's Slurm operator; None: use the bridge's own client."""
+    n, s = config.nodeset, config.slurm
+    auth: httpx.Auth
+    if n.token_file is not None:
+        auth = TokenFileAuth(n.slurm_user or s.user, n.token_file)
+    elif n.slurm_user is not None and n.slurm_user != s.user and s.jwt_key_file is not None:
+        auth = JwtKeyAuth(n.slurm_user, s.jwt_key_file)
+    else:
+        return None
+    return SlurmClient(s.url, auth=auth, api_version=s.api_version, timeout=s.request_timeout_seconds)
+
+
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host or "0.0.0.0", int(port)
@@ -92,7 +108,7 @@ async def run_async(
         start_http_server(port, addr=host, registry=registry)
     identity = identity or f"{socket.gethostname()}-{os.getpid()}"
 
-    async with _clients(config) as (kube, slurm):
+    async with _clients(config) as (kube, slurm), _operator(config, slurm) as operator:
         capabilities = await slurm.discover()
         log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
         pods = Informer(
@@ -207,6 +223,11 @@ async def run_async(
                 enqueue_gang(key)
 
         nodes.add_handler(node_changed)
+        nodesets = await _nodeset_controller(config, components, kube, operator, identity, controller_metrics)
+
+        informers = [i for i in (pods, nodes, pod_groups, workload_groups) if i is not None]
+        if nodesets is not None:
+            informers += nodesets.informers
 
         async with contextlib.AsyncExitStack() as stack:
             tasks: list[asyncio.Task[None]] = []
@@ -217,7 +238,6 @@ async def run_async(
                         exporter.serve(config, registry=registry, stop=stop, slurm=slurm), name="exporter"
                     )
                 )
-            informers = [i for i in (pods, nodes, pod_groups, workload_groups) if i is not None]
             for informer in informers:
                 informer.start()
                 stack.push_async_callback(informer.stop)
@@ -243,12 +263,18 @@ async def run_async(
                     gangs.enqueue(key)
                 controller.start()
                 gangs.start()
+                if nodesets is not None:
+                    for key in nodesets.nodesets.keys():  # noqa: SIM118 (an Informer is no mapping)
+                        nodesets.controller.enqueue(key)
+                    nodesets.controller.start()
                 try:
                     while True:
                         await reconciler.clean_orphans()
                         await gang_reconciler.clean_orphans()
                         await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
                 finally:
+                    if nodesets is not None:
+                        await nodesets.controller.stop(drain=False)
                     await gangs.stop(drain=False)
                     await controller.stop(drain=False)
 
@@ -275,6 +301,76 @@ async def run_async(
             if work in done and not work.cancelled() and work.exception() is not None:
                 raise work.exception()  # type: ignore[misc]
             log.info("stopping")
+
+
+@dataclass
+class _NodeSets:
+    nodesets: Informer
+    pods: Informer
+    controller: Controller
+
+    @property
+    def informers(self) -> list[Informer]:
+        return [self.nodesets, self.pods]
+
+
+async def _nodeset_controller(
+    config: BridgeConfig,
+    components: set[str],
+    kube: KubeClient,
+    slurm: SlurmClient,
+    identity: str,
+    metrics: ControllerMetrics,
+) -> _NodeSets | None:
+    """The NodeSet controller, when on, part of the controller component, and the CRD is served."""
+    if "controller" not in components or not config.nodeset.enabled:
+        return None
+    try:
+        served = await serves(kube, NODESETS)
+    except KubeError as error:
+        log.warning("cannot tell whether NodeSets are served (%s); the NodeSet controller is off", error)
+        return None
+    if not served:
+        log.info("%s/%s is not served; the NodeSet controller is off", NODESETS.api_version, NODESETS.plural)
+        return None
+    resync = config.resync_interval_seconds
+    nodesets = Informer(kube, NODESETS, resync_period=resync, name="nodesets")
+    pods = Informer(
+        kube, PODS, label_selector=f"{LABEL_APP_NAME}={SLURMD_APP}", resync_period=resync, name="slurmd-pods"
+    )
+    pods.add_index(NODESET_INDEX, nodeset_of_pod)
+    reconciler = NodeSetReconciler(
+        kube=kube,
+        slurm=slurm,
+        nodesets=nodesets,
+        pods=pods,
+        events=EventRecorder(kube, "slurm-bridge-nodeset-controller", reporting_instance=identity),
+        resync_seconds=config.nodeset.resync_seconds,
+    )
+    controller = Controller(
+        "nodesets", reconciler, workers=2, metrics=metrics, backoff=Backoff(cap=MAX_RETRY_SECONDS)
+    )
+    nodesets.add_handler(controller.enqueue)
+
+    def pod_changed(old: KubeObject | None, new: KubeObject | None) -> bool:
+        for pod in (old, new):
+            if pod is not None:
+                for key in nodeset_of_pod(pod):
+                    controller.enqueue(key)
+        return False
+
+    pods.add_handler(lambda _key: None, predicate=pod_changed)
+    return _NodeSets(nodesets, pods, controller)
+
+
+@contextlib.asynccontextmanager
+async def _operator(config: BridgeConfig, slurm: SlurmClient) -> AsyncIterator[SlurmClient]:
+    operator = operator_client_for(config)
+    try:
+        yield operator or slurm
+    finally:
+        if operator is not None:
+            await operator.aclose()
 
 
 def _gang(key: str, kind: GangKind) -> str:

@@ -29,4 +29,6 @@ kubernetes:
   kubeconfig: $KUBECONFIG
 leader_election:
   lease_namespace: slurm-bridge-system
+nodeset:
+  slurm_user: root  # drain/resume need a Slurm operator; the testbed's slurm user is none
 YAML

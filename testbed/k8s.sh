@@ -188,6 +188,18 @@ status:
   allocatable: {cpu: "4", memory: 8Gi, pods: "110", $gpu}
 NODE
   done | kubectl apply -f - >/dev/null || die "could not create the testbed's Node objects"
+  # Where NodeSet slurmd pods run (bound by testbed/nodeset_kubelet.py); not a node the bridge binds to.
+  cat <<NODE | kubectl apply -f - >/dev/null || die "could not create the Node nodeset-host"
+apiVersion: v1
+kind: Node
+metadata:
+  name: nodeset-host
+  labels: {kubernetes.io/hostname: nodeset-host, kubernetes.io/os: linux, type: kwok, slurm-bridge.io/testbed-nodeset-host: "true"}
+  annotations: {node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}
+status:
+  capacity: {cpu: "32", memory: 64Gi, pods: "110"}
+  allocatable: {cpu: "32", memory: 64Gi, pods: "110"}
+NODE
   local deadline=$((SECONDS + 60)) ready=0
   while ((SECONDS < deadline)); do
     ready="$(kubectl get nodes -l slurm-bridge.io/testbed=true \

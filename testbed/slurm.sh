@@ -4,6 +4,8 @@
 #   slurm.sh up VERSION        install if needed, configure, start, wait until ready, write env
 #   slurm.sh down VERSION      stop every daemon of that cluster
 #   slurm.sh status VERSION    print daemon and node status
+#   slurm.sh slurmd-start|slurmd-stop VERSION NODE, slurmd-list VERSION
+#                              one slurmd of a declared NodeSet node (used by testbed/nodeset_kubelet.py)
 # Versions: 22.05 (Debian bookworm host packages, REST v0.0.38), 24.11 (trixie chroot, v0.0.40-42),
 # 26.05 (sid packages on a trixie chroot, v0.0.42-45). Clusters of different versions coexist:
 # each has its own ports, state directory and ClusterName.
@@ -15,7 +17,7 @@ STATE_ROOT="${TESTBED_DIR:-$REPO/.testbed}"
 log() { echo "[slurm $VERSION] $*" >&2; }
 die() { echo "[slurm $VERSION] FATAL: $*" >&2; exit 1; }
 
-ACTION="${1:?usage: slurm.sh install|up|down|status VERSION}"
+ACTION="${1:?usage: slurm.sh install|up|down|status|slurmd-start|slurmd-stop|slurmd-list VERSION [NODE]}"
 VERSION="${2:?usage: slurm.sh install|up|down|status VERSION}"
 
 # Node layout shared by every version (the Kubernetes nodes of the testbed carry the same names).
@@ -319,6 +321,21 @@ case "$ACTION" in
     log "ready: slurmrestd http://127.0.0.1:$RESTD_PORT, partition $PARTITION, nodes ${NODES[*]}"
     ;;
   down) stop_daemons ;;
+  slurmd-start) # VERSION NODE: a slurmd for one declared (FUTURE) node, as a NodeSet pod's container would
+    node="${3:?usage: slurm.sh slurmd-start VERSION NODE}"
+    [[ -n "$(pids_of "slurmctld -f $CONF")" ]] || die "cluster not running"
+    mkdir -p "$HOST_STATE/spool/$node"
+    [[ -n "$(pids_of "slurmd -f $CONF -N $node\$")" ]] || in_root /usr/sbin/slurmd -f "$CONF" -N "$node" ||
+      die "slurmd $node failed to start; see $HOST_STATE/log/slurmd-$node.log"
+    ;;
+  slurmd-stop) # VERSION NODE
+    node="${3:?usage: slurm.sh slurmd-stop VERSION NODE}"
+    pids="$(pids_of "slurmd -f $CONF -N $node\$")"
+    [[ -z "$pids" ]] || kill $pids 2>/dev/null || true
+    ;;
+  slurmd-list) # VERSION: the nodes whose slurmd runs
+    pgrep -af -- "slurmd -f $CONF -N " | sed -n 's/.* -N \([^ ]*\)$/\1/p' || true
+    ;;
   status)
     echo "== Slurm $VERSION ($CLUSTER): $(pids_of "(slurmctld|slurmd|slurmrestd) -f $CONF" | wc -l) daemons"
     if [[ -n "$(pids_of "slurmctld -f $CONF")" ]]; then in_root sinfo || true; fi

@@ -55,4 +55,5 @@ dv="${DEFAULT/./_}"
   echo "PATH=$STATE_ROOT/bin/k8s:$STATE_ROOT/bin/$DEFAULT:\$PATH"
 } >"$STATE_ROOT/env"
 if [[ -f "$HERE/bridge-config.sh" ]]; then bash "$HERE/bridge-config.sh" "$DEFAULT" 8>&-; fi
+bash "$HERE/nodesets.sh" up "$DEFAULT" "${VLIST[*]}" 8>&-
 echo "[testbed] up in $((SECONDS - t0)) s: Slurm ${VLIST[*]} + Kubernetes; environment in $STATE_ROOT/env" >&2

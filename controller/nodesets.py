@@ -1,0 +1,301 @@
+"""NodeSet controller: applies controller/nodeset_plan.py's decisions to pods, Slurm nodes and status.
+
+reconcile("namespace/name") reads the NodeSet and its pods from informer caches and the set's nodes
+from Slurm (an operator identity: drain and resume need one), plans, and applies the actions in order.
+A refused drain or resume stops the pass before anything is deleted; the refusal is said in the
+NodeSet's condition and an event. Node state changes in Slurm are not watched: the set is looked at
+again every `resync_seconds` (sooner while a drain is in progress).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from controller.nodeset_plan import (
+    CONDITION_SCALED,
+    LABEL_APP_INSTANCE,
+    LABEL_APP_NAME,
+    SLURMD_APP,
+    Action,
+    CreatePod,
+    DeletePod,
+    DrainNode,
+    MemberPod,
+    NodeSetPlan,
+    NodeSetView,
+    ResumeNode,
+    RetireNode,
+    SlurmView,
+    Why,
+    busy,
+    ordinal_of,
+    plan_nodeset,
+    selector_of,
+)
+from controller.runtime import Result
+from kube_client import (
+    PODS,
+    AlreadyExists,
+    EventRecorder,
+    Informer,
+    KubeClient,
+    KubeObject,
+    ResourceRef,
+    utc_now_rfc3339,
+)
+from slurm_client import NodeUpdate, PartitionNotFound, SlurmClient, SlurmError
+
+log = logging.getLogger(__name__)
+
+NODESETS = ResourceRef("slinky.slurm.net", "v1beta1", "nodesets", kind="NodeSet")
+# The Slurm partition a NodeSet's nodes belong to; default: the NodeSet's name (as slurm-operator names
+# the partition it creates for a set).
+ANNOTATION_PARTITION = "slurm-bridge.io/partition"
+DEFAULT_SLURMD_IMAGE = "ghcr.io/slinkyproject/slurmd:25.11-ubuntu24.04"
+# Pods indexed by "namespace/nodeset" so a reconcile never scans every slurmd pod.
+NODESET_INDEX = "nodeset"
+WAITING_REQUEUE_SECONDS = 2.0
+
+
+def nodeset_of_pod(pod: KubeObject) -> list[str]:
+    """Index function: the NodeSet key a slurmd pod belongs to (by its labels)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(LABEL_APP_NAME) != SLURMD_APP or not labels.get(LABEL_APP_INSTANCE):
+        return []
+    return [f"{meta.get('namespace')}/{labels[LABEL_APP_INSTANCE]}"]
+
+
+@dataclass
+class _Outcome:
+    refused: str | None = None  # Slurm refused a drain/resume/retire: what it said
+
+
+class NodeSetReconciler:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        slurm: SlurmClient,
+        nodesets: Informer,
+        pods: Informer,
+        events: EventRecorder,
+        resync_seconds: float = 15.0,
+    ) -> None:
+        self._kube = kube
+        self._slurm = slurm
+        self._nodesets = nodesets
+        self._pods = pods
+        self._events = events
+        self._resync = resync_seconds
+
+    async def reconcile(self, key: str) -> Result:
+        obj = self._nodesets.get(key)
+        if obj is None:
+            return Result()  # gone; its pods are garbage-collected through their owner reference
+        view = _view_of(obj)
+        members = self._members(obj)
+        slurm = await self._slurm_view(view, members)
+        plan = plan_nodeset(view, members, slurm)
+        outcome = await self._apply(obj, view, plan.actions)
+        await self._write_status(obj, view, plan, outcome)
+        if plan.waiting or outcome.refused:
+            return Result(requeue_after=WAITING_REQUEUE_SECONDS if not outcome.refused else self._resync)
+        return Result(requeue_after=self._resync)
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def _members(self, nodeset: KubeObject) -> list[MemberPod]:
+        meta = nodeset["metadata"]
+        uid = meta.get("uid")
+        members = []
+        for pod in self._pods.by_index(NODESET_INDEX, f"{meta['namespace']}/{meta['name']}"):
+            pmeta = pod.get("metadata") or {}
+            owners = pmeta.get("ownerReferences") or []
+            if not any(o.get("uid") == uid and o.get("controller") for o in owners):
+                continue  # not ours to count or delete
+            ordinal = ordinal_of(meta["name"], pmeta.get("name") or "")
+            if ordinal is None:
+                continue
+            members.append(
+                MemberPod(
+                    name=pmeta["name"],
+                    ordinal=ordinal,
+                    uid=pmeta.get("uid") or "",
+                    ready=_ready(pod),
+                    terminating=pmeta.get("deletionTimestamp") is not None,
+                )
+            )
+        return members
+
+    async def _slurm_view(self, view: NodeSetView, members: Sequence[MemberPod]) -> SlurmView | None:
+        try:
+            try:
+                partition_nodes: tuple[str, ...] | None = (
+                    await self._slurm.get_partition(view.partition)
+                ).nodes
+            except PartitionNotFound:
+                partition_nodes = None
+            nodes = {
+                n.name: n for n in await self._slurm.list_nodes() if ordinal_of(view.name, n.name) is not None
+            }
+            jobs_on: dict[str, tuple[int, ...]] = {}
+            if any(n.drained and busy(n) for n in nodes.values()):
+                # only while a drain waits on jobs: name them in the condition
+                running: dict[str, list[int]] = {}
+                for job in (await self._slurm.list_jobs()).jobs:
+                    if job.state.value in ("RUNNING", "SUSPENDED", "COMPLETING"):
+                        for node in job.nodes:
+                            running.setdefault(node, []).append(job.job_id)
+                jobs_on = {n: tuple(sorted(ids)) for n, ids in running.items() if n in nodes}
+        except SlurmError as error:
+            log.warning("nodeset %s/%s: cannot read Slurm: %s", view.namespace, view.name, error)
+            return None
+        return SlurmView(partition_nodes=partition_nodes, nodes=nodes, jobs_on=jobs_on)
+
+    # --- acting ----------------------------------------------------------------------------------------
+
+    async def _apply(self, obj: KubeObject, view: NodeSetView, actions: Sequence[Action]) -> _Outcome:
+        for action in actions:
+            match action:
+                case CreatePod(ordinal=ordinal):
+                    name = f"{view.name}-{ordinal}"
+                    try:
+                        await self._kube.create(PODS, pod_for(obj, ordinal), namespace=view.namespace)
+                    except AlreadyExists:
+                        continue  # a create whose answer was lost; the informer will show it
+                    await self._events.normal(obj, "CreatedPod", f"created slurmd pod {name}")
+                case DeletePod(name=name, uid=uid):
+                    await self._kube.delete(PODS, name, namespace=view.namespace, uid=uid)
+                    await self._events.normal(
+                        obj, "DeletedPod", f"deleted slurmd pod {name}: its Slurm node has no job"
+                    )
+                case DrainNode() | ResumeNode() | RetireNode():
+                    refused = await self._slurm_node_action(obj, action)
+                    if refused is not None:
+                        return _Outcome(refused=refused)  # nothing after it: never delete past a refusal
+        return _Outcome()
+
+    async def _slurm_node_action(
+        self, obj: KubeObject, action: DrainNode | ResumeNode | RetireNode
+    ) -> str | None:
+        match action:
+            case DrainNode(node=node, reason=reason):
+                verb, update, event = "drain", NodeUpdate(state="DRAIN", reason=reason), "Draining"
+                said = f"draining Slurm node {node} for scale-in"
+            case ResumeNode(node=node):
+                verb, update, event = "resume", NodeUpdate(state="RESUME"), "Resumed"
+                said = f"resumed Slurm node {node}: wanted again"
+            case RetireNode(node=node):
+                verb, update, event = "retire", NodeUpdate(state="FUTURE"), "Retired"
+                said = f"returned Slurm node {node} to FUTURE: its pod is gone"
+        try:
+            await self._slurm.update_node(node, update)
+        except SlurmError as error:
+            message = f"Slurm refused to {verb} node {node}: {error}"
+            await self._events.warning(obj, Why.DRAIN_REFUSED, message)
+            return message
+        await self._events.normal(obj, event, said)
+        return None
+
+    async def _write_status(
+        self, obj: KubeObject, view: NodeSetView, plan: NodeSetPlan, outcome: _Outcome
+    ) -> None:
+        scaled, reason, message = plan.scaled, plan.reason, plan.message
+        if outcome.refused is not None:
+            scaled, reason, message = False, Why.DRAIN_REFUSED, outcome.refused + "; nothing deleted"
+        old_status = obj.get("status") or {}
+        old = next((c for c in old_status.get("conditions") or () if c.get("type") == CONDITION_SCALED), None)
+        condition_status = "True" if scaled else "False"
+        changed = old is None or (old.get("status"), old.get("reason"), old.get("message")) != (
+            condition_status,
+            reason,
+            message,
+        )
+        condition = {
+            "type": CONDITION_SCALED,
+            "status": condition_status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": view.generation,
+            "lastTransitionTime": (
+                old["lastTransitionTime"]
+                if old is not None and old.get("status") == condition_status and old.get("lastTransitionTime")
+                else utc_now_rfc3339()
+            ),
+        }
+        status = plan.status.as_status(selector_of(view.name), view.generation)
+        status["conditions"] = [condition]
+        if not changed and all(old_status.get(k) == v for k, v in status.items() if k != "conditions"):
+            return
+        await self._kube.patch(
+            NODESETS, view.name, {"status": status}, namespace=view.namespace, subresource="status"
+        )
+        if changed and not scaled and reason in _WARN_REASONS:
+            await self._events.warning(obj, reason, message)
+
+
+_WARN_REASONS = frozenset(
+    {Why.SLURM_UNAVAILABLE, Why.UNKNOWN_PARTITION, Why.NOT_ENOUGH_DECLARED_NODES, Why.FOREIGN_DRAIN}
+)
+
+
+def _view_of(obj: KubeObject) -> NodeSetView:
+    meta = obj["metadata"]
+    spec = obj.get("spec") or {}
+    replicas = spec.get("replicas")
+    return NodeSetView(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        replicas=int(replicas) if isinstance(replicas, int) and replicas >= 0 else 1,
+        partition=(meta.get("annotations") or {}).get(ANNOTATION_PARTITION) or meta["name"],
+        generation=int(meta.get("generation") or 0),
+    )
+
+
+def _ready(pod: KubeObject) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_for(nodeset: KubeObject, ordinal: int) -> KubeObject:
+    """The slurmd pod `<nodeset>-<ordinal>` from the set's template; its hostname is the Slurm node name."""
+    meta = nodeset["metadata"]
+    spec: Mapping[str, Any] = nodeset.get("spec") or {}
+    template: Mapping[str, Any] = spec.get("template") or {}
+    tmeta: Mapping[str, Any] = template.get("metadata") or {}
+    name = f"{meta['name']}-{ordinal}"
+    pod_spec: dict[str, Any] = copy.deepcopy(dict(template.get("spec") or {}))
+    pod_spec["hostname"] = name
+    if not pod_spec.get("containers"):
+        image = (spec.get("slurmd") or {}).get("image") or DEFAULT_SLURMD_IMAGE
+        pod_spec["containers"] = [{"name": "slurmd", "image": image}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {
+                **(tmeta.get("labels") or {}),
+                LABEL_APP_NAME: SLURMD_APP,
+                LABEL_APP_INSTANCE: meta["name"],
+            },
+            "annotations": dict(tmeta.get("annotations") or {}),
+            "ownerReferences": [
+                {
+                    "apiVersion": NODESETS.api_version,
+                    "kind": "NodeSet",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": pod_spec,
+    }
