@@ -58,6 +58,9 @@ def bridge_config(
             "renew_deadline_seconds": 3,
             "retry_period_seconds": 0.5,
         },
+        # Off unless a test is about NodeSets: every test's bridge would otherwise manage the testbed's
+        # NodeSet alongside the others.
+        "nodeset": {"enabled": False},
     }
 
 

@@ -26,7 +26,7 @@ from tests.testbed_env import REPO, KubeCluster, SlurmCluster
 
 pytestmark = pytest.mark.testbed
 
-_PORTS = {"22.05": 17491, "24.11": 17492, "26.05": 17493}
+_PORTS = {"22.05": 17584, "24.11": 17585, "26.05": 17586}  # 1749x: Prometheus and its adapter
 CRD = REPO / "deploy" / "crds" / "scheduling.x-k8s.io_podgroups.yaml"
 POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 
