@@ -29,6 +29,8 @@ if ! wait "$k8s_pid"; then
 fi
 cat "$STATE_ROOT/k8s-up.log" >&2
 [[ -z "$slurm_failed" ]] || { echo "[testbed] FATAL: Slurm$slurm_failed did not come up (see above)" >&2; exit 1; }
+# The real JobSet and LeaderWorkerSet controllers (built once from the Go module proxy, cached).
+bash "$HERE/workload-controllers.sh" up 8>&- || { echo "[testbed] FATAL: JobSet/LWS controllers did not come up (see above)" >&2; exit 1; }
 # Prometheus + prometheus-adapter (external.metrics.k8s.io) for the autoscaling chain
 bash "$HERE/monitoring.sh" up 8>&-
 
