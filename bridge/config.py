@@ -101,6 +101,7 @@ class NodeSetConfig(_Section):
     """The NodeSet controller (controller/nodesets.py); turn it off where slurm-operator runs."""
 
     enabled: bool = True
+    namespace: str | None = None  # watch NodeSets in this namespace only; None: all namespaces
     # Drain and resume need a Slurm operator. None: the bridge's own slurm.user. With
     # slurm.jwt_key_file the bridge mints tokens for this user; otherwise give token_file.
     slurm_user: str | None = None

@@ -334,9 +334,15 @@ async def _nodeset_controller(
         log.info("%s/%s is not served; the NodeSet controller is off", NODESETS.api_version, NODESETS.plural)
         return None
     resync = config.resync_interval_seconds
-    nodesets = Informer(kube, NODESETS, resync_period=resync, name="nodesets")
+    namespace = config.nodeset.namespace
+    nodesets = Informer(kube, NODESETS, namespace=namespace, resync_period=resync, name="nodesets")
     pods = Informer(
-        kube, PODS, label_selector=f"{LABEL_APP_NAME}={SLURMD_APP}", resync_period=resync, name="slurmd-pods"
+        kube,
+        PODS,
+        namespace=namespace,
+        label_selector=f"{LABEL_APP_NAME}={SLURMD_APP}",
+        resync_period=resync,
+        name="slurmd-pods",
     )
     pods.add_index(NODESET_INDEX, nodeset_of_pod)
     reconciler = NodeSetReconciler(

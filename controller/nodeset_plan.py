@@ -167,9 +167,9 @@ def ordinal_of(nodeset: str, node_or_pod: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def ours(node: Node | None) -> bool:
-    """Drained by a NodeSet scale-in of this bridge."""
-    return node is not None and node.drained and (node.reason or "").startswith(DRAIN_REASON_PREFIX)
+def ours(node: Node | None, reason: str) -> bool:
+    """Drained by this NodeSet's scale-in (`reason` is its drain reason)."""
+    return node is not None and node.drained and (node.reason or "") == reason
 
 
 def busy(node: Node | None) -> bool:
@@ -253,9 +253,10 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
             waiting=False,
         )
     declared = sorted(o for n in slurm.partition_nodes if (o := ordinal_of(nodeset.name, n)) is not None)
+    mine = drain_reason(nodeset.namespace, nodeset.name)
     actions: list[Action] = []
     notes: list[tuple[str, str]] = []  # (reason, message) of what is still in the way
-    leaving = [p for p in live if ours(nodes.get(p.name))]
+    leaving = [p for p in live if ours(nodes.get(p.name), mine)]
     staying = [p for p in live if p not in leaving]
     want = nodeset.replicas
 
@@ -269,7 +270,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
         free = [o for o in declared if o not in taken]
         for ordinal in free[:need]:
             node = nodes.get(f"{nodeset.name}-{ordinal}")
-            if ours(node):  # a retire that did not happen: undo our drain before slurmd registers
+            if ours(node, mine):  # a retire that did not happen: undo our drain before slurmd registers
                 actions.append(ResumeNode(f"{nodeset.name}-{ordinal}"))
             actions.append(CreatePod(ordinal))
         short = need - len(free[:need])
@@ -293,7 +294,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
             if node is None:  # never registered: no job can be there
                 actions.append(DeletePod(pod.name, pod.uid))
             else:
-                actions.append(DrainNode(pod.name, drain_reason(nodeset.namespace, nodeset.name)))
+                actions.append(DrainNode(pod.name, mine))
                 leaving.append(pod)
         if len(candidates) < excess:
             notes.append(
@@ -320,7 +321,12 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
     # Nodes we drained whose pod is gone go back to FUTURE.
     for node_name, node in sorted(nodes.items()):
         node_ordinal = ordinal_of(nodeset.name, node_name)
-        if node_ordinal is None or not ours(node) or busy(node) or any(p.name == node_name for p in pods):
+        if (
+            node_ordinal is None
+            or not ours(node, mine)
+            or busy(node)
+            or any(p.name == node_name for p in pods)
+        ):
             continue
         if not any(isinstance(a, CreatePod) and a.ordinal == node_ordinal for a in actions):
             actions.append(RetireNode(node_name))
