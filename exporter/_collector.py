@@ -233,6 +233,14 @@ class _Resources:
         return max(0, self.memory_mib - self.memory_alloc_mib)
 
 
+def _partition_cpus_idle(partition: Partition, listed: _Resources) -> int:
+    """Slurm's meaning: the partition's configured CPUs minus the allocated ones, so the CPUs of nodes
+    slurmrestd does not list (FUTURE) count as idle, as slurmctld's own metric counts them."""
+    if partition.total_cpus > 0:
+        return max(0, partition.total_cpus - listed.cpus_alloc)
+    return listed.cpus_idle
+
+
 def _node_resources(node: Node) -> _Resources:
     return _Resources(
         cpus=node.cpus_total,
@@ -291,6 +299,9 @@ _JOB_COUNTS: tuple[tuple[str, str], ...] = (
 )
 
 
+_LISTED_HELP = "Jobs slurmctld lists, finished ones included (until MinJobAge purges them)"
+
+
 def job_state_keys(job: Job) -> list[str]:
     """The job-count keys a job adds 1 to."""
     keys: list[str] = []
@@ -326,6 +337,7 @@ def job_partitions(job: Job) -> list[str]:
 @dataclass(slots=True)
 class _JobTally:
     counts: Counter[str] = field(default_factory=Counter)
+    listed: int = 0  # every job, finished ones included
     cpus_alloc: int = 0
     nodes: set[str] = field(default_factory=set)  # nodes of running/suspended jobs
     min_job_nodes: int = 0
@@ -336,6 +348,7 @@ class _JobTally:
 
 def _tally(tally: _JobTally, job: Job, keys: list[str], demand_reasons: frozenset[str]) -> None:
     counts = tally.counts
+    tally.listed += 1
     for key in keys:
         counts[key] += 1
     state = job.state
@@ -435,8 +448,8 @@ def _node_families(snapshot: Snapshot, options: CollectorOptions) -> list[Metric
         ),
         per_partition(
             "slurm_partition_nodes_cpus_idle",
-            "CPUs not allocated on the partition's listed nodes (whatever the node state)",
-            lambda p, r: r.cpus_idle,
+            "CPUs of the partition not allocated (whatever the node state; FUTURE nodes' CPUs included)",
+            _partition_cpus_idle,
         ),
         per_partition("slurm_partition_gpus", "GPUs on the partition's listed nodes", lambda p, r: r.gpus),
         per_partition(
@@ -529,7 +542,12 @@ def _job_families(snapshot: Snapshot, options: CollectorOptions) -> list[Metric]
     part_items = sorted(parts.items())
     families: list[Metric] = []
     for key, help_text in _JOB_COUNTS:
-        families.append(_single(_count_name("slurm_jobs", key), help_text, cluster.counts[key]))
+        if key == "all":
+            # Slurm 26.05's cluster-wide (and per user/account) plain count is every job it still lists;
+            # only the per-partition one leaves finished jobs out (seen side by side with slurmctld)
+            families.append(_single("slurm_jobs", _LISTED_HELP, cluster.listed))
+        else:
+            families.append(_single(_count_name("slurm_jobs", key), help_text, cluster.counts[key]))
         families.append(
             _gauge(
                 _count_name("slurm_partition_jobs", key),
@@ -594,9 +612,9 @@ def _owner_families(prefix: str, label: str, what: str, tallies: Mapping[str, _J
     families: list[Metric] = [
         _gauge(
             _count_name(prefix, key),
-            f"{help_text}, per {what}",
+            f"{_LISTED_HELP if key == 'all' else help_text}, per {what}",
             [label],
-            (([owner], tally.counts[key]) for owner, tally in items),
+            (([owner], tally.listed if key == "all" else tally.counts[key]) for owner, tally in items),
         )
         for key, help_text in _JOB_COUNTS
     ]

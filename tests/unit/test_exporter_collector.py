@@ -254,7 +254,7 @@ EXPECTED: list[tuple[str, dict[str, str], float]] = [
     ("slurm_partition_nodes_cpus_idle", {"partition": "p1"}, 7),
     ("slurm_partition_cpus", {"partition": "p2"}, 14),
     ("slurm_partition_nodes_cpus_alloc", {"partition": "p2"}, 0),
-    ("slurm_partition_nodes_cpus_idle", {"partition": "p2"}, 6),
+    ("slurm_partition_nodes_cpus_idle", {"partition": "p2"}, 14),  # f1 (FUTURE) counts idle, as in Slurm
     ("slurm_partition_gpus", {"partition": "p1"}, 6),
     ("slurm_partition_nodes_gpus_alloc", {"partition": "p1"}, 1),
     ("slurm_partition_nodes_gpus_idle", {"partition": "p1"}, 5),
@@ -277,7 +277,7 @@ EXPECTED: list[tuple[str, dict[str, str], float]] = [
     ("slurm_node_memory_alloc_bytes", {"node": "n1"}, 2048 * MIB),
     ("slurm_node_memory_idle_bytes", {"node": "n1"}, 6144 * MIB),
     # jobs, cluster-wide: each job once
-    ("slurm_jobs", {}, 12),  # all but the completed one
+    ("slurm_jobs", {}, 13),  # every job listed, finished ones too (Slurm 26.05's meaning)
     ("slurm_jobs_pending", {}, 8),
     ("slurm_jobs_running", {}, 3),
     ("slurm_jobs_completed", {}, 1),
