@@ -32,6 +32,7 @@ MIB = 1024 * 1024
 # nodes for. "None" is a job the scheduler has not looked at yet.
 DEFAULT_DEMAND_REASONS = frozenset({"Resources", "Priority", "None"})
 HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
+RESERVED_FOR_OTHER_JOB = "May be reserved for other job"  # Slurm's state_description for ReqNodeNotAvail
 NO_REASON = "None"  # Slurm's word for "no reason"; the client turns it into None
 
 
@@ -362,8 +363,16 @@ def _tally(tally: _JobTally, job: Job, keys: list[str], demand_reasons: frozense
         tally.min_job_nodes = max(tally.min_job_nodes, wanted)
         if reason not in HELD_REASONS:
             tally.min_job_nodes_nohold = max(tally.min_job_nodes_nohold, wanted)
-        if reason in demand_reasons:
+        if reason in demand_reasons or _waits_behind_a_job_for_nodes(job, reason):
             tally.pending_nodes_demanded += wanted
+
+
+def _waits_behind_a_job_for_nodes(job: Job, reason: str) -> bool:
+    """ReqNodeNotAvail because the nodes it could use are kept for a job ahead of it: in a partition
+    short of nodes only the first pending job says Resources, the ones behind it say this (seen on the
+    testbed's all-FUTURE `nodeset` partition). More nodes would start them too, so they are demand; a
+    ReqNodeNotAvail that names unavailable nodes (UnavailableNodes:...) is not."""
+    return reason == "ReqNodeNotAvail" and RESERVED_FOR_OTHER_JOB in (job.state_description or "")
 
 
 # --- families --------------------------------------------------------------------------------------

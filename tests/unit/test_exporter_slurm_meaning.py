@@ -4,12 +4,16 @@
 - slurm_partition_nodes_cpus_idle is the partition's configured CPUs minus the allocated ones: FUTURE
   nodes (which slurmrestd does not list) count as idle;
 - the plain job count is every job slurmctld lists cluster-wide and per user/account (finished ones
-  included), but only jobs not yet finished per partition."""
+  included), but only jobs not yet finished per partition.
+
+And the demand: in a partition short of nodes, only the first pending job says Resources; the jobs behind
+it say ReqNodeNotAvail "May be reserved for other job" (seen on the testbed's all-FUTURE `nodeset`), and
+count as demanded nodes too."""
 
 from __future__ import annotations
 
 from exporter import CollectorOptions, snapshot_families
-from slurm_client import Diag, JobState, Node, NodeState, Partition
+from slurm_client import Diag, Job, JobState, Node, NodeState, Partition
 from tests.unit.test_exporter_collector import job, samples, snapshot
 
 
@@ -65,3 +69,31 @@ def test_plain_job_counts_are_every_listed_job_except_per_partition() -> None:
     assert table[("slurm_user_jobs", frozenset({("username", "bob")}))] == 1
     assert table[("slurm_account_jobs", frozenset({("account", "a")}))] == 3
     assert table[("slurm_jobs_finished", frozenset())] == 2
+
+
+def demanded(*jobs: Job) -> float:
+    part = Partition(name="p", nodes=(), total_nodes=0, total_cpus=0)
+    table = samples(snapshot_families(snapshot(jobs, (), (part,))))
+    return table[("slurm_partition_nodes_demanded", frozenset({("partition", "p")}))]
+
+
+def test_jobs_waiting_behind_the_first_for_nodes_are_demand() -> None:
+    first = job(
+        1, JobState.PENDING, partition="p", state_reason="Resources", node_count=2,
+        state_description="Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority "
+        "partitions",
+    )  # fmt: skip
+    behind = [
+        job(i, JobState.PENDING, partition="p", state_reason="ReqNodeNotAvail", node_count=2,
+            state_description="ReqNodeNotAvail, May be reserved for other job")
+        for i in (2, 3)
+    ]  # fmt: skip
+    assert demanded(first, *behind) == 6
+
+
+def test_req_node_not_avail_for_named_nodes_is_not_demand() -> None:
+    named = job(
+        1, JobState.PENDING, partition="p", state_reason="ReqNodeNotAvail", node_count=1,
+        state_description="ReqNodeNotAvail, UnavailableNodes:n1",
+    )  # fmt: skip
+    assert demanded(named) == 0
