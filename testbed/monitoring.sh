@@ -117,7 +117,17 @@ YAML
 }
 
 start_prometheus() {
-  running "$PROM_PATTERN" && return 0
+  if running "$PROM_PATTERN"; then
+    # a changed config (a newer monitoring.sh) is applied by a reload, not a restart
+    cp "$S/prometheus.yml" "$S/prometheus.yml.old"
+    write_prometheus_config
+    if ! cmp -s "$S/prometheus.yml" "$S/prometheus.yml.old"; then
+      log "prometheus config changed: reloading"
+      curl -sf -X POST "http://127.0.0.1:$PROM_PORT/-/reload" >/dev/null || die "prometheus did not reload $S/prometheus.yml"
+    fi
+    rm -f "$S/prometheus.yml.old"
+    return 0
+  fi
   write_prometheus_config
   if command -v promtool >/dev/null; then
     promtool check config "$S/prometheus.yml" >"$S/promtool.log" 2>&1 ||
