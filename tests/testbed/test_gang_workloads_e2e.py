@@ -336,7 +336,7 @@ def test_plain_jobset_pods_are_one_job_each(
     cluster.create(_jobset(name, 2, pod_annotations={JOB_NAME: job_name}))
     try:
         nodes = wait_for("2 pods bound", lambda: _bound(cluster, f"{JOBSET_NAME_LABEL}={name}", 2), 60)
-        assert len(set(nodes)) == 2, nodes
+        assert len(nodes) == 2, nodes  # single jobs: Slurm may pack both on one node
         jobs = _active_jobs(cluster, job_name)
         assert len(jobs) == 2 and {j["state"] for j in jobs} == {"RUNNING"}, jobs
         assert all(_node_count(cluster, j["id"]) == 1 for j in jobs)
