@@ -348,6 +348,24 @@ def test_plain_jobset_pods_are_one_job_each(
     wait_for("jobs ended", lambda: not _active_jobs(cluster, job_name), 40)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="single pods read only their own annotations: the single-pod planner (controller/pods.py) does "
+    "not look up the owner workload as controller/gangs.py does for gangs",
+)
+def test_plain_jobset_pod_job_named_from_the_jobset_object(
+    cluster: Cluster, bridge: BridgeProcess, workload_controllers: None
+) -> None:
+    """Issue 5: "annotations read from the top-level workload object" - for a plain JobSet pod too."""
+    name, job_name = unique("js1"), unique("jsobj")
+    cluster.create(_jobset(name, 1, annotations={JOB_NAME: job_name}))
+    try:
+        wait_for("the pod bound", lambda: _bound(cluster, f"{JOBSET_NAME_LABEL}={name}", 1), 60)
+        assert len(_active_jobs(cluster, job_name)) == 1
+    finally:
+        _delete(cluster, f"jobsets.jobset.x-k8s.io/{name}")
+
+
 def test_workload_api_gang_is_one_job_and_sets_scheduled_condition(
     cluster: Cluster, bridge: BridgeProcess
 ) -> None:
