@@ -47,6 +47,7 @@ KNOWN_DIFFERENCES = {
     "slurm_node_gpus_alloc": GPU_TRES,
     "slurm_partition_gpus": GPU_TRES,
     "slurm_nodes_powering_up": "Slurm 26.05 fills it from the powering-down count",
+    "slurm_partition_jobs_wait_part_node_limit": "Slurm's exceeded the partition's pending jobs (5 of 4)",
 }
 
 

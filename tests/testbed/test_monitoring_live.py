@@ -144,7 +144,8 @@ def bridge_metrics(
         def scraped_twice() -> bool:
             # Prometheus scrapes every 5 s: a latest scrape 6 s after the process served means the one
             # before it saw this process too
-            last = prometheus.value(f'timestamp(slurm_exporter_up{{job="{JOB}"}} == 1)')
+            # timestamp() of a plain selector: the sample's time (of an expression it is the query's)
+            last = prometheus.value(f'timestamp(slurm_exporter_up{{job="{JOB}"}})')
             return last is not None and last > serving_since + 6
 
         wait_for("Prometheus to scrape the bridge twice", scraped_twice, timeout=60, every=1.0)
