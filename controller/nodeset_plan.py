@@ -168,8 +168,10 @@ def ordinal_of(nodeset: str, node_or_pod: str) -> int | None:
 
 
 def ours(node: Node | None, reason: str) -> bool:
-    """Drained by this NodeSet's scale-in (`reason` is its drain reason)."""
-    return node is not None and node.drained and (node.reason or "") == reason
+    """Drained by this NodeSet's scale-in (`reason` is its drain reason; Slurm may append to it, e.g.
+    " : Not responding")."""
+    said = (node.reason or "") if node is not None else ""
+    return node is not None and node.drained and (said == reason or said.startswith(reason + " "))
 
 
 def busy(node: Node | None) -> bool:

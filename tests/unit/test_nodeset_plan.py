@@ -155,6 +155,22 @@ CASES = [
         Why.DRAINING,
     ),
     Case(
+        "Slurm's suffix on our reason keeps it ours",
+        0,
+        [pod(0)],
+        [node(0, drain=True, reason=OUR_REASON + " : Not responding")],
+        [DeletePod("ns-0", "uid-0")],
+        Why.SCALING_IN,
+    ),
+    Case(
+        "another NodeSet's drain (same prefix) is not ours",
+        0,
+        [pod(0)],
+        [node(0, drain=True, reason=drain_reason("ops", "ns2"))],
+        [],
+        Why.FOREIGN_DRAIN,
+    ),
+    Case(
         "only foreign-drained nodes left: said, nothing done",
         0,
         [pod(0)],
