@@ -52,7 +52,7 @@ class Scenario:
     timeout: float = 360.0
 
 
-class Testbed:
+class DemoTestbed:
     """kubectl, the Slurm CLIs and Prometheus of the local testbed, from .testbed/env."""
 
     def __init__(self, env: dict[str, str]) -> None:
@@ -133,7 +133,7 @@ class Outcome:
 
 
 def run_scenario(
-    bed: Testbed, scenario: Scenario = Scenario(), *, on_sample: Callable[[Sample], None] | None = None
+    bed: DemoTestbed, scenario: Scenario = Scenario(), *, on_sample: Callable[[Sample], None] | None = None
 ) -> Outcome:
     """Apply the HPA, submit the jobs, sample until the set is empty again."""
     bed.kubectl("apply", "-f", str(HPA_MANIFEST))
@@ -202,7 +202,7 @@ def main() -> None:
     from bridge.demo import TESTBED, testbed_environment
 
     env = testbed_environment()
-    bed = Testbed(env)
+    bed = DemoTestbed(env)
     out_dir = Path(os.environ.get("DEMO_OUT", REPO / "docs"))
     out_dir.mkdir(parents=True, exist_ok=True)
     log = (TESTBED / "demo-autoscale-bridge.log").open("w")
