@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -96,6 +97,8 @@ async def main_async(kubeconfig: Path, default_version: str, versions: list[str]
 
 
 def main() -> None:
+    # A daemon must not keep descriptors it inherited (a caller's flock would stay held for its lifetime).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--default-version", required=True)
