@@ -321,6 +321,22 @@ def _add(into: dict[str, Decimal], amounts: Mapping[str, Decimal]) -> None:
 # --- Annotations ------------------------------------------------------------------------------------
 
 
+def with_owner_options(
+    pod_annotations: Mapping[str, str], owner_annotations: Mapping[str, str]
+) -> dict[str, str]:
+    """The pod's annotations with the owner workload's job options laid over them: an option the owner
+    sets (under either prefix) replaces the pod's, as for gangs (group > owner workload > pod)."""
+
+    def option(key: str) -> str | None:
+        prefix = next((p for p in wellknown.JOB_OPTION_PREFIXES if key.startswith(p)), None)
+        return key.removeprefix(prefix) if prefix is not None else None
+
+    owner = {k: v for k, v in owner_annotations.items() if option(k) is not None}
+    taken = {option(k) for k in owner}
+    kept = {k: v for k, v in pod_annotations.items() if option(k) is None or option(k) not in taken}
+    return {**kept, **owner}
+
+
 def _job_options(annotations: Mapping[str, str], problems: list[str]) -> dict[JobOption, tuple[str, str]]:
     """Job options set by annotation: option -> (annotation key as written, stripped value)."""
     found: dict[JobOption, tuple[str, str]] = {}

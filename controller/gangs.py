@@ -50,6 +50,8 @@ from controller.runtime import Result, TerminalError
 from controller.slurm_jobs import SlurmJobCache, cancel_orphans
 from kube_client import (
     COSCHEDULING_POD_GROUPS,
+    JOBSETS,
+    LEADER_WORKER_SETS,
     PODS,
     WORKLOAD_POD_GROUPS,
     WORKLOADS,
@@ -72,10 +74,8 @@ PARTITION_TTL_SECONDS = 300.0
 # Owner workloads whose annotations may hold job options, by (API group, kind).
 OWNER_RESOURCES: Mapping[tuple[str, str], ResourceRef] = {
     ("scheduling.k8s.io", "Workload"): WORKLOADS,
-    ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"): ResourceRef(
-        "leaderworkerset.x-k8s.io", "v1", "leaderworkersets", kind="LeaderWorkerSet"
-    ),
-    ("jobset.x-k8s.io", "JobSet"): ResourceRef("jobset.x-k8s.io", "v1alpha2", "jobsets", kind="JobSet"),
+    ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"): LEADER_WORKER_SETS,
+    ("jobset.x-k8s.io", "JobSet"): JOBSETS,
 }
 
 GANG_SCHEDULER_ACTIONS: frozenset[type[GangAction]] = frozenset(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from bridge import wellknown
 from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
+from bridge.translate import with_owner_options
 from controller.plan import (
     Action,
     AddFinalizerAndLabel,
@@ -34,7 +36,19 @@ from controller.plan import (
 )
 from controller.runtime import Result
 from controller.slurm_jobs import SlurmJobCache, cancel_orphans
-from kube_client import PODS, EventRecorder, Informer, KubeClient, KubeObject, NotFound, PatchType, split_key
+from kube_client import (
+    JOBSETS,
+    LEADER_WORKER_SETS,
+    PODS,
+    EventRecorder,
+    Informer,
+    KubeClient,
+    KubeObject,
+    NotFound,
+    PatchType,
+    ResourceRef,
+    split_key,
+)
 from slurm_client import InvalidRequest, JobNotFound, SlurmClient, SlurmError, SlurmTransportError
 
 log = logging.getLogger(__name__)
@@ -83,6 +97,13 @@ def duties(components: Collection[str]) -> tuple[frozenset[type[Action]], frozen
 
 # A pod waiting on something only Slurm or the user can change is looked at again this often anyway.
 PENDING_RECHECK_SECONDS = 60.0
+# A single pod of a JobSet or LeaderWorkerSet takes job options from that top-level object too
+# (bridge/translate.py with_owner_options); its annotations are read again at most this often.
+OWNER_TTL_SECONDS = 30.0
+_OWNER_LABELS: tuple[tuple[str, ResourceRef], ...] = (
+    ("jobset.sigs.k8s.io/jobset-name", JOBSETS),
+    ("leaderworkerset.sigs.k8s.io/name", LEADER_WORKER_SETS),
+)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120)
 
 
@@ -139,6 +160,7 @@ class PodReconciler:
         # names its gang key (None for single pods and basic-policy groups), on_gang_member queues it.
         self._gang_of = gang_of
         self._on_gang_member = on_gang_member
+        self._owners: dict[tuple[str, str, str], tuple[float, dict[str, str]]] = {}
 
     async def reconcile(self, key: str) -> Result:
         raw = self._pods.get(key)
@@ -146,7 +168,7 @@ class PodReconciler:
         if gang_key is not None:
             self._on_gang_member(gang_key)
             return Result()
-        pod = PodInfo.from_api(raw) if raw is not None else None
+        pod = await self._with_owner_options(PodInfo.from_api(raw)) if raw is not None else None
         node_map = slurm_to_kubernetes_nodes(
             (NodeInfo.from_api(n) for n in self._nodes.objects()), self._config.node_name_label
         )
@@ -161,6 +183,35 @@ class PodReconciler:
         if pod is not None and pod.scheduler_name == self._config.scheduler_name and not pod.is_bound:
             return Result(requeue_after=PENDING_RECHECK_SECONDS)
         return Result()
+
+    async def _with_owner_options(self, pod: PodInfo) -> PodInfo:
+        """The pod with its top-level owner's job options laid over its own annotations.
+
+        A transient read error raises (the key is retried): planning without the owner's options would
+        give another spec digest and replace a pending job for nothing.
+        """
+        for label, ref in _OWNER_LABELS:
+            name = pod.labels.get(label)
+            if not name:
+                continue
+            cache_key = (pod.namespace, ref.plural, name)
+            cached = self._owners.get(cache_key)
+            now = time.monotonic()
+            if cached is None or cached[0] < now:
+                try:
+                    owner = await self._kube.get(ref, name, namespace=pod.namespace)
+                    found = {
+                        str(k): str(v)
+                        for k, v in ((owner.get("metadata") or {}).get("annotations") or {}).items()
+                    }
+                except NotFound:
+                    found = {}
+                cached = (now + OWNER_TTL_SECONDS, found)
+                self._owners[cache_key] = cached
+            if cached[1]:
+                return pod.model_copy(update={"annotations": with_owner_options(pod.annotations, cached[1])})
+            return pod
+        return pod
 
     def _mine(self, action: Action) -> bool:
         if isinstance(action, RecordEvent):

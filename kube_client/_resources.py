@@ -56,6 +56,9 @@ LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", namespaced=True, kin
 COSCHEDULING_POD_GROUPS = ResourceRef("scheduling.x-k8s.io", "v1alpha1", "podgroups", kind="PodGroup")
 WORKLOAD_POD_GROUPS = ResourceRef("scheduling.k8s.io", "v1beta1", "podgroups", kind="PodGroup")
 WORKLOADS = ResourceRef("scheduling.k8s.io", "v1beta1", "workloads", kind="Workload")
+# Owner workloads whose annotations set job options for their pods (bridge/gang.py: owner_of).
+JOBSETS = ResourceRef("jobset.x-k8s.io", "v1alpha2", "jobsets", kind="JobSet")
+LEADER_WORKER_SETS = ResourceRef("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", kind="LeaderWorkerSet")
 CUSTOM_RESOURCE_DEFINITIONS = ResourceRef(
     "apiextensions.k8s.io",
     "v1",

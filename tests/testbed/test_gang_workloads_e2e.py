@@ -348,11 +348,6 @@ def test_plain_jobset_pods_are_one_job_each(
     wait_for("jobs ended", lambda: not _active_jobs(cluster, job_name), 40)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="single pods read only their own annotations: the single-pod planner (controller/pods.py) does "
-    "not look up the owner workload as controller/gangs.py does for gangs",
-)
 def test_plain_jobset_pod_job_named_from_the_jobset_object(
     cluster: Cluster, bridge: BridgeProcess, workload_controllers: None
 ) -> None:

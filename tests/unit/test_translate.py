@@ -476,3 +476,27 @@ def test_batch_script_traps_the_outcome_signals() -> None:
     assert JobOutcome.CANCEL.batch_signal is None
     assert "trap 'finish 0' USR1" in BATCH_PLACEHOLDER_SCRIPT
     assert "trap 'finish 1' USR2" in BATCH_PLACEHOLDER_SCRIPT
+
+
+@pytest.mark.parametrize(
+    ("pod", "owner", "expected"),
+    [
+        ({}, {}, {}),
+        ({"a": "1"}, {"kubectl.kubernetes.io/last-applied-configuration": "{}"}, {"a": "1"}),
+        (
+            {"slinky.slurm.net/job-name": "p"},
+            {"slinky.slurm.net/job-name": "o"},
+            {"slinky.slurm.net/job-name": "o"},
+        ),
+        (
+            {"slurmjob.slinky.slurm.net/job-name": "p", "slinky.slurm.net/account": "x"},
+            {"slinky.slurm.net/job-name": "o"},
+            {"slinky.slurm.net/job-name": "o", "slinky.slurm.net/account": "x"},
+        ),
+    ],
+    ids=["nothing", "foreign owner annotations ignored", "owner wins", "owner wins across prefixes"],
+)
+def test_with_owner_options(pod: dict[str, str], owner: dict[str, str], expected: dict[str, str]) -> None:
+    from bridge.translate import with_owner_options
+
+    assert with_owner_options(pod, owner) == expected
