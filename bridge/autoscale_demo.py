@@ -139,9 +139,7 @@ def run_scenario(
     bed.kubectl("apply", "-f", str(HPA_MANIFEST))
     # Kubernetes 1.37's HPA scales from zero only a target it scaled to zero itself (condition
     # ScaledToZero); a target someone else left at 0 counts as switched off. Hand it a set of 1.
-    spec = bed.nodeset().get("spec") or {}
-    if isinstance(spec, dict) and not spec.get("replicas"):
-        bed.kubectl("-n", NAMESPACE, "scale", f"nodeset/{NODESET}", "--replicas=1")
+    bed.kubectl("-n", NAMESPACE, "scale", f"nodeset/{NODESET}", "--replicas=1")
     jobs = {bed.submit(scenario.long_seconds, "autoscale-long"): "long"}
     for i in range(scenario.short_jobs):
         jobs[bed.submit(scenario.short_seconds, f"autoscale-short-{i}")] = f"short-{i}"
@@ -230,6 +228,10 @@ def main() -> None:
         outcome = run_scenario(bed, on_sample=show)
     finally:
         bed.kubectl("delete", "-f", str(HPA_MANIFEST), "--ignore-not-found", check=False)
+        bed.kubectl("-n", NAMESPACE, "scale", f"nodeset/{NODESET}", "--replicas=0", check=False)
+        deadline = time.monotonic() + 60  # let the bridge drain and remove what is left
+        while time.monotonic() < deadline and bed.sample(0).replicas:
+            time.sleep(1)
         bridge.terminate()
         bridge.wait(timeout=20)
     for job_id, name in outcome.jobs.items():
