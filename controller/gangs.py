@@ -47,7 +47,7 @@ from controller.pods import (
     _with_managed_node_toleration,
 )
 from controller.runtime import Result, TerminalError
-from controller.slurm_jobs import SlurmJobCache, cancel_orphans
+from controller.slurm_jobs import SlurmJobCache, cancel_orphans, end_job
 from kube_client import (
     COSCHEDULING_POD_GROUPS,
     JOBSETS,
@@ -63,7 +63,7 @@ from kube_client import (
     PatchType,
     ResourceRef,
 )
-from slurm_client import InvalidRequest, JobNotFound, SlurmClient, SlurmError, SlurmTransportError
+from slurm_client import InvalidRequest, SlurmClient, SlurmError, SlurmTransportError
 
 log = logging.getLogger(__name__)
 
@@ -333,16 +333,7 @@ class _Applier:
                 await self._submit(action, members)
             case CancelJob(job_id=job_id, outcome=outcome, why=why):
                 job = next((j for j in r._jobs.jobs_for_gang(str(self._key)) if j.job_id == job_id), None)
-                # unknown: assume batch; a signal to an external job does nothing, and a plain cancel follows
-                signal = outcome.batch_signal if job is None or job.batch is not False else None
-                try:
-                    if signal is not None:
-                        await r._slurm.cancel_job(job_id, signal, batch_only=True)
-                    else:
-                        await r._slurm.cancel_job(job_id)
-                except JobNotFound:
-                    pass  # already gone from slurmctld: nothing left to release
-                r._jobs.poke()
+                await end_job(r._slurm, r._jobs, action, job)
                 log.info("%s: ended Slurm job %d (%s; %s)", self._key, job_id, outcome, why)
             case SetMembersPending(pods=refs, reason=reason, message=message):
                 for ref in refs:

@@ -35,7 +35,7 @@ from controller.plan import (
     plan_pod,
 )
 from controller.runtime import Result
-from controller.slurm_jobs import SlurmJobCache, cancel_orphans
+from controller.slurm_jobs import SlurmJobCache, cancel_orphans, end_job
 from kube_client import (
     JOBSETS,
     LEADER_WORKER_SETS,
@@ -49,7 +49,7 @@ from kube_client import (
     ResourceRef,
     split_key,
 )
-from slurm_client import InvalidRequest, JobNotFound, SlurmClient, SlurmError, SlurmTransportError
+from slurm_client import InvalidRequest, SlurmClient, SlurmError, SlurmTransportError
 
 log = logging.getLogger(__name__)
 
@@ -275,15 +275,8 @@ class PodReconciler:
                     self._metrics.started_to_bound.observe(max(0.0, _seconds_since(job.start_time)))
                 log.info("%s: bound to %s (Slurm job %d on %s)", key, node_name, job_id, slurm_node)
             case CancelJob(job_id=job_id, outcome=outcome, why=why):
-                signal = outcome.batch_signal if self._is_batch(key, job_id) else None
-                try:
-                    if signal is not None:
-                        await self._slurm.cancel_job(job_id, signal, batch_only=True)
-                    else:
-                        await self._slurm.cancel_job(job_id)
-                except JobNotFound:
-                    pass  # already gone from slurmctld: nothing left to release
-                self._jobs.poke()
+                job = next((j for j in self._jobs.jobs_for(key) if j.job_id == job_id), None)
+                await end_job(self._slurm, self._jobs, action, job)
                 log.info("%s: ended Slurm job %d (%s; %s)", key, job_id, outcome, why)
             case DeletePod(reason=reason, message=message):
                 assert pod is not None
@@ -323,11 +316,6 @@ class PodReconciler:
                 message=message,
                 current=raw,
             )
-
-    def _is_batch(self, key: str, job_id: int) -> bool:
-        job = next((j for j in self._jobs.jobs_for(key) if j.job_id == job_id), None)
-        # unknown: assume batch; a signal to an external job does nothing, and the plain cancel follows
-        return job is None or job.batch is not False
 
     async def clean_orphans(self) -> int:
         """Cancel this cluster's jobs whose pod is gone; returns how many. Needs both caches synced."""

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bridge.gang_marker import decode_gang_marker
 from bridge.marker import JobMarker, decode_marker
 from controller.plan import CancelJob
-from slurm_client import Job, JobList, JobNotFound, JobSpec, JobState, SlurmError
+from slurm_client import Job, JobList, JobNotFound, JobSpec, JobState, SlurmClient, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,20 @@ class _CacheMetrics:
 
 class JobCanceller(Protocol):
     async def cancel_job(self, job_id: int) -> object: ...
+
+
+async def end_job(slurm: SlurmClient, cache: SlurmJobCache, cancel: CancelJob, job: Job | None) -> None:
+    """End a placeholder job with the pod's outcome: a batch placeholder (or one not known) is signalled
+    (a signal to an external job does nothing, and the plain cancel follows); a job gone counts as done."""
+    signal = cancel.outcome.batch_signal if job is None or job.batch is not False else None
+    try:
+        if signal is not None:
+            await slurm.cancel_job(cancel.job_id, signal, batch_only=True)
+        else:
+            await slurm.cancel_job(cancel.job_id)
+    except JobNotFound:
+        pass  # already gone from slurmctld: nothing left to release
+    cache.poke()
 
 
 async def cancel_orphans(
