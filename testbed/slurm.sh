@@ -210,6 +210,13 @@ pids_of() { pgrep -f -- "$1" || true; }
 
 start_daemons() {
   mount_root
+  # Host-installed Slurm keeps its state under the checkout. Jobs run as the submitting user (the bridge's,
+  # e.g. slurm), and slurmstepd must reach the spool dir: a checkout in a 0700 dir (mktemp -d) would
+  # fail every job with EACCES. Make the path traversable (not readable).
+  if [[ -z "$ROOT" ]]; then
+    local d="$HOST_STATE"
+    while [[ "$d" != / ]]; do chmod o+x "$d" 2>/dev/null || true; d="$(dirname "$d")"; done
+  fi
   [[ -z "$ROOT" ]] || mkdir -p "$ROOT/run/slurmctld" "$ROOT/run/slurm"
   if [[ -z "$(pids_of "slurmctld -f $CONF")" ]]; then
     log "starting slurmctld on port $CTLD_PORT"
