@@ -21,6 +21,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-unit: venv
 	$(BIN)/pytest -m 'not testbed' -q
@@ -40,21 +41,21 @@ testbed-status:
 	bash testbed/status.sh
 
 demo: testbed-up
-	$(BIN)/python -m bridge.demo
+	$(BIN)/python -m tools.demo
 
-# The autoscaling loop (bridge/autoscale_demo.py): writes docs/autoscale.png and docs/autoscale.csv.
+# The autoscaling loop (tools/autoscale_demo.py): writes docs/autoscale.png and docs/autoscale.csv.
 demo-autoscale: testbed-up
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[demo]'
-	$(BIN)/python -m bridge.autoscale_demo
+	$(BIN)/python -m tools.autoscale_demo
 
 bench-client: testbed-up
-	$(BIN)/python -m slurm_client.bench
+	$(BIN)/python -m tools.bench_client
 
 bench-bridge: testbed-up
-	$(BIN)/python -m bridge.bench
+	$(BIN)/python -m tools.bench_bridge
 
 bench-exporter: testbed-up
-	$(BIN)/python -m exporter.bench
+	$(BIN)/python -m tools.bench_exporter
 
 clean: testbed-down
 	rm -rf $(VENV) .testbed

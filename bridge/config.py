@@ -1,17 +1,21 @@
-"""Bridge configuration: one YAML file, overridden by SLURM_BRIDGE_* environment variables.
+"""Bridge configuration: a plain frozen model, loaded once from a YAML file and the environment.
 
-Precedence, highest first: environment, YAML file, defaults. Nested fields use ``__`` in variable
-names, e.g. ``SLURM_BRIDGE_SLURM__URL`` or ``SLURM_BRIDGE_LEADER_ELECTION__LEASE_NAME``. List fields
-take JSON (``'["a","b"]'``) or a comma-separated string (``a,b``).
+`load_config(path, environ)` is the only place that reads the environment. Precedence, highest first:
+SLURM_BRIDGE_* variables, the YAML file, defaults. Nested fields use ``__`` in variable names, e.g.
+``SLURM_BRIDGE_SLURM__URL`` or ``SLURM_BRIDGE_LEADER_ELECTION__LEASE_NAME``. List fields take JSON
+(``'["a","b"]'``) or a comma-separated string (``a,b``); a value starting with ``{`` or ``[`` is JSON.
+Everything downstream (planners included) sees only the model it is handed.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
 import yaml
 from pydantic import (
@@ -23,12 +27,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge import wellknown
 
 ENV_PREFIX = "SLURM_BRIDGE_"
 
+# Marker id of a config whose cluster_id was not resolved yet (see BridgeConfig.marker_cluster_id).
+UNRESOLVED_CLUSTER_ID = "unresolved"
 # The cluster id ends up inside every job marker: keep it one plain token.
 _CLUSTER_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
@@ -82,8 +87,9 @@ class KubernetesConfig(_Section):
     kubeconfig: Path | None = None  # None: in-cluster config, then the default kubeconfig
 
 
-class LeaderElectionConfig(_Section):
+class LeaderElectionSettings(_Section):
     enabled: bool = True
+    # With scheduler and controller run apart, each takes a Lease of its own: `<lease_name>-<component>`.
     lease_name: str = Field(default="slurm-bridge", min_length=1)
     lease_namespace: str = Field(default="slurm-bridge-system", min_length=1)
     lease_duration_seconds: float = Field(default=15.0, gt=0)
@@ -109,24 +115,26 @@ class NodeSetConfig(_Section):
     resync_seconds: float = Field(default=15.0, gt=0)  # Slurm node states are polled, not watched
 
 
-class BridgeConfig(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        frozen=True,
-        extra="forbid",
-    )
+class ExporterConfig(_Section):
+    """The exporter (exporter/): it serves on `metrics_listen_address` every `poll_interval_seconds`."""
 
+    per_user_metrics: bool = False  # also slurm_user_jobs_* / slurm_account_jobs_*
+    per_node_metrics: bool = True  # slurm_node_*{node}
+    stale_after_seconds: float | None = Field(default=None, gt=0)  # None: ten refreshes, >= 30 s
+
+
+class BridgeConfig(_Section):
     scheduler_name: str = Field(default=wellknown.DEFAULT_SCHEDULER_NAME, min_length=1)
     # Pods of our scheduler outside these namespaces are refused (event + PodScheduled=False).
-    namespaces: Annotated[tuple[str, ...], NoDecode] = (wellknown.DEFAULT_NAMESPACE,)
+    namespaces: tuple[str, ...] = (wellknown.DEFAULT_NAMESPACE,)
     # Kubernetes label selector (kubectl syntax) for the nodes the bridge may bind to; "" = all.
     node_selector: str = ""
     # Node label holding the Slurm node name; None: the Kubernetes node name is the Slurm node name.
     node_name_label: str | None = None
     # Written into every job marker, so bridges of two clusters sharing one Slurm never touch each
-    # other's jobs. Set it whenever a Slurm cluster serves more than one Kubernetes cluster.
-    cluster_id: str = Field(default="default", pattern=_CLUSTER_ID)
+    # other's jobs. None: derived at start from the kube-system namespace's UID (slurm_bridge/app.py),
+    # which no other cluster shares; set it to keep markers stable across a cluster rebuild.
+    cluster_id: str | None = Field(default=None, pattern=_CLUSTER_ID)
 
     slurm: SlurmConfig = SlurmConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
@@ -134,8 +142,10 @@ class BridgeConfig(BaseSettings):
     poll_interval_seconds: float = Field(default=2.0, gt=0)  # Slurm job cache refresh
     resync_interval_seconds: float = Field(default=300.0, gt=0)  # level-based full re-reconcile
     workers: int = Field(default=4, ge=1)
-    leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    leader_election: LeaderElectionSettings = LeaderElectionSettings()
     nodeset: NodeSetConfig = NodeSetConfig()
+    exporter: ExporterConfig = ExporterConfig()
+    # Serves /metrics, /healthz and /readyz; "" serves nothing.
     metrics_listen_address: str = "0.0.0.0:8080"
 
     @model_validator(mode="after")
@@ -148,6 +158,14 @@ class BridgeConfig(BaseSettings):
                 "(or slurm.jwt_key_file to mint its tokens)"
             )
         return self
+
+    @field_validator("metrics_listen_address")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        _host, sep, port = value.strip().rpartition(":")
+        if value and (not sep or not port.isdigit() or int(port) > 65535):
+            raise ValueError(f"listen address {value!r} is not host:port")
+        return value
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -167,24 +185,18 @@ class BridgeConfig(BaseSettings):
             raise ValueError(f"not namespace names: {', '.join(map(repr, bad))}")
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_config passes the YAML file's content as init values; the environment beats it.
-        return env_settings, init_settings
+    @property
+    def marker_cluster_id(self) -> str:
+        """The cluster id in job markers. The composition root resolves `cluster_id` before anything
+        runs; an unresolved config (explain, tests) marks jobs with a placeholder no bridge acts on."""
+        return self.cluster_id or UNRESOLVED_CLUSTER_ID
 
     def namespace_allowed(self, namespace: str) -> bool:
         return namespace in self.namespaces
 
 
-def load_config(path: Path | None = None) -> BridgeConfig:
-    """Read `path` (YAML mapping; optional) and the environment into a validated BridgeConfig."""
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read `path` (YAML mapping; optional) and `environ` (default: os.environ) into a BridgeConfig."""
     file_values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -198,8 +210,49 @@ def load_config(path: Path | None = None) -> BridgeConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
         file_values = loaded
+    overrides = environment_overrides(os.environ if environ is None else environ)
     try:
-        return BridgeConfig(**file_values)
+        return BridgeConfig(**_merged(file_values, overrides))
     except ValidationError as exc:
         where = f"config file {path} or " if path is not None else ""
         raise ConfigError(f"invalid configuration (from {where}{ENV_PREFIX}* variables):\n{exc}") from exc
+
+
+def environment_overrides(environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[str, Any]:
+    """The nested mapping that SLURM_BRIDGE_* variables set (names lower-cased, ``__`` nests)."""
+    found: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.upper().startswith(prefix) or len(name) == len(prefix):
+            continue
+        path = [part.lower() for part in name[len(prefix) :].split("__")]
+        if not all(path):
+            continue
+        node = found
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[path[-1]] = _env_value(value)
+    return found
+
+
+def _env_value(value: str) -> Any:
+    text = value.strip()
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return value  # the model says what is wrong with it
+    return value
+
+
+def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        out[key] = (
+            _merged(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+        )
+    return out

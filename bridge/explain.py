@@ -16,7 +16,7 @@ import yaml
 from bridge.config import BridgeConfig
 from bridge.objects import PodInfo
 from bridge.translate import TranslationError, job_spec_for, namespace_refusal
-from slurm_client._models import JobSpec
+from slurm_client import JobSpec
 
 # kind -> path from the object to its pod template
 _TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {

@@ -39,29 +39,25 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from bridge import wellknown
 from bridge.objects import PodCondition, PodInfo
-
-# --- Names read from other projects' objects ---------------------------------------------------------
-LABEL_COSCHEDULING_POD_GROUP: Final = "scheduling.x-k8s.io/pod-group"
-LABEL_LWS_NAME: Final = "leaderworkerset.sigs.k8s.io/name"
-LABEL_LWS_GROUP_INDEX: Final = "leaderworkerset.sigs.k8s.io/group-index"
-LABEL_LWS_WORKER_INDEX: Final = "leaderworkerset.sigs.k8s.io/worker-index"
-ANNOTATION_LWS_SIZE: Final = "leaderworkerset.sigs.k8s.io/size"
-LABEL_JOBSET_NAME: Final = "jobset.sigs.k8s.io/jobset-name"
-# Indexed Jobs (and so JobSet pods) carry their completion index as an annotation and a label.
-JOB_COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
-CONDITION_POD_GROUP_INITIALLY_SCHEDULED: Final = "PodGroupInitiallyScheduled"
-
-# --- Names the bridge reads on group objects (proposed for bridge/wellknown.py) ----------------------
-# Not under a job-option prefix: it is no Slurm option, and must not be reported as an unknown one.
-ANNOTATION_GANG_FAILURE_POLICY: Final = "scheduler.slinky.slurm.net/gang-failure-policy"
+from bridge.wellknown import (
+    ANNOTATION_GANG_FAILURE_POLICY,
+    ANNOTATION_LWS_SIZE,
+    CONDITION_POD_GROUP_INITIALLY_SCHEDULED,
+    JOB_COMPLETION_INDEX,
+    LABEL_COSCHEDULING_POD_GROUP,
+    LABEL_JOBSET_NAME,
+    LABEL_LWS_GROUP_INDEX,
+    LABEL_LWS_NAME,
+    LABEL_LWS_WORKER_INDEX,
+)
 
 
 class GangKind(enum.StrEnum):
@@ -272,6 +268,25 @@ def gang_key_for(pod: PodInfo, scheduling_group: str | None = None) -> GangKey |
 def gang_key_of(pod: Mapping[str, Any]) -> GangKey | None:
     """`gang_key_for` over a raw pod (API JSON)."""
     return gang_key_for(PodInfo.from_api(pod), scheduling_group_of(pod))
+
+
+def planned_gang_key(
+    pod: Mapping[str, Any], workload_group: Callable[[str], Mapping[str, Any] | None]
+) -> str | None:
+    """The gang key a pod is planned under; None for a single pod and for a member of a Workload-API
+    group with the ``basic`` policy (each such member is scheduled on its own).
+
+    `workload_group("namespace/name")` returns the Workload-API PodGroup as cached (None: not known yet;
+    the pod is then held as a gang member until the group says otherwise).
+    """
+    key = gang_key_of(pod)
+    if key is None:
+        return None
+    if key.kind is GangKind.WORKLOAD:
+        group = workload_group(f"{key.namespace}/{key.name}")
+        if group is not None and not GangInfo.from_workload_api(group).all_or_nothing:
+            return None
+    return str(key)
 
 
 def owner_of(gang: GangInfo, members: Sequence[PodInfo]) -> OwnerRef | None:

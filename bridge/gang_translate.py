@@ -41,7 +41,7 @@ from bridge.translate import (
     spec_digest,
 )
 from bridge.wellknown import JobOption
-from slurm_client._models import JobSpec
+from slurm_client import JobSpec
 
 _MIB: Final = 1024 * 1024
 _NODE_COUNT_OPTIONS: Final = frozenset({JobOption.MIN_NODES, JobOption.MAX_NODES})
@@ -144,7 +144,7 @@ def placeholder_gang_job_for(
     """
     spec = gang_job_spec_for(gang, members, config, owner_annotations)
     marker = GangMarker(
-        cluster_id=config.cluster_id,
+        cluster_id=config.marker_cluster_id,
         namespace=gang.key.namespace,
         kind=gang.key.kind,
         name=gang.key.name,

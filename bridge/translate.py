@@ -24,8 +24,7 @@ from bridge.config import BridgeConfig, PlaceholderMode
 from bridge.marker import JobMarker
 from bridge.objects import ContainerResources, PodInfo
 from bridge.wellknown import JobOption, Reason
-from slurm_client import placeholder_script
-from slurm_client._models import JobSpec
+from slurm_client import JobSpec, placeholder_script
 
 _MIB: Final = 1024 * 1024
 _CPU: Final = "cpu"
@@ -206,7 +205,7 @@ def placeholder_job_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
     """
     spec = job_spec_for(pod, config)
     marker = JobMarker(
-        cluster_id=config.cluster_id,
+        cluster_id=config.marker_cluster_id,
         namespace=pod.namespace,
         pod_name=pod.name,
         pod_uid=pod.uid,

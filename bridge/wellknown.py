@@ -72,6 +72,33 @@ GPU_GRES: Final = "gpu"
 # First token of the Slurm job comment that ties a job to its pod; see bridge/marker.py.
 MARKER_PREFIX: Final = "slurm-bridge/v1"
 
+# --- Names read from other projects' objects (gangs: bridge/gang.py) -------------------------------------
+LABEL_COSCHEDULING_POD_GROUP: Final = "scheduling.x-k8s.io/pod-group"
+LABEL_LWS_NAME: Final = "leaderworkerset.sigs.k8s.io/name"
+LABEL_LWS_GROUP_INDEX: Final = "leaderworkerset.sigs.k8s.io/group-index"
+LABEL_LWS_WORKER_INDEX: Final = "leaderworkerset.sigs.k8s.io/worker-index"
+ANNOTATION_LWS_SIZE: Final = "leaderworkerset.sigs.k8s.io/size"
+LABEL_JOBSET_NAME: Final = "jobset.sigs.k8s.io/jobset-name"
+# Indexed Jobs (and so JobSet pods) carry their completion index as an annotation and a label.
+JOB_COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
+CONDITION_POD_GROUP_INITIALLY_SCHEDULED: Final = "PodGroupInitiallyScheduled"
+# Read on group objects. Not under a job-option prefix: it is no Slurm option, and must not be reported
+# as an unknown one.
+ANNOTATION_GANG_FAILURE_POLICY: Final = "scheduler.slinky.slurm.net/gang-failure-policy"
+
+# --- NodeSets (controller/nodeset_plan.py, controller/nodesets.py) ---------------------------------------
+# The reason the NodeSet controller drains a node with (Slurm may append to it).
+DRAIN_REASON_PREFIX: Final = "slurm-bridge scale-in"
+# The slurmd pods of NodeSet N carry these labels; the selector written to status.selector.
+LABEL_APP_NAME: Final = "app.kubernetes.io/name"
+LABEL_APP_INSTANCE: Final = "app.kubernetes.io/instance"
+SLURMD_APP: Final = "slurmd"
+# Condition type on the NodeSet.
+CONDITION_SCALED: Final = "Scaled"
+# The Slurm partition a NodeSet's nodes belong to; default: the NodeSet's name (as slurm-operator names
+# the partition it creates for a set).
+ANNOTATION_PARTITION: Final = "slurm-bridge.io/partition"
+
 
 class Reason(enum.StrEnum):
     """Condition and event reasons (CamelCase, as Kubernetes expects)."""

@@ -79,7 +79,7 @@ from bridge.wellknown import (
     Reason,
 )
 from controller.plan import CancelJob, SubmitJob, why_job_ended
-from slurm_client._models import Job, JobState
+from slurm_client import Job, JobState
 
 
 class GangReason(enum.StrEnum):
@@ -277,7 +277,7 @@ class _View:
 def plan_gang(observed: GangObservation, config: BridgeConfig) -> list[GangAction]:
     """The actions that bring `observed.key`'s pods, group status and Slurm job into agreement."""
     ours = tuple(member_order(p for p in observed.pods if p.scheduler_name == config.scheduler_name))
-    marked = tuple(_marked_jobs(observed.jobs, config.cluster_id, observed.key))
+    marked = tuple(_marked_jobs(observed.jobs, config.marker_cluster_id, observed.key))
     gang = observed.gang
     if gang is None or gang.is_deleting:
         return _plan_without_group(observed, ours, marked)

@@ -12,14 +12,15 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from bridge import wellknown
 from bridge.config import BridgeConfig
-from bridge.gang import CONDITION_POD_GROUP_INITIALLY_SCHEDULED, GangInfo, GangKey, GangKind, owner_of
+from bridge.gang import GangInfo, GangKey, GangKind, owner_of
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
+from bridge.wellknown import CONDITION_POD_GROUP_INITIALLY_SCHEDULED
 from controller.gang_plan import (
     AddMemberFinalizers,
     BindMembers,
@@ -62,6 +63,7 @@ from kube_client import (
     NotFound,
     PatchType,
     ResourceRef,
+    upsert_condition,
 )
 from slurm_client import InvalidRequest, SlurmClient, SlurmError, SlurmTransportError
 
@@ -144,19 +146,6 @@ class GangMetrics:
             "Gang submits Slurm refused or that failed.",
             registry=registry,
         )
-
-
-class DiscoverySource(Protocol):
-    async def request(self, method: str, path: str) -> KubeObject: ...
-
-
-async def serves(kube: DiscoverySource, ref: ResourceRef) -> bool:
-    """Whether the API server serves `ref` (API discovery); False when its group/version is unknown."""
-    try:
-        listing = await kube.request("GET", f"/apis/{ref.group}/{ref.version}")
-    except NotFound:
-        return False
-    return any(r.get("name") == ref.plural for r in listing.get("resources") or ())
 
 
 class GangReconciler:
@@ -310,7 +299,7 @@ class GangReconciler:
         live |= {p.uid for p in pods}
         held = {p.labelled_job_id for p in pods if p.labelled_job_id is not None and not p.is_terminal}
         doomed = plan_gang_orphan_cleanup(
-            self._jobs.owned_gang_jobs(), live, held, self._config.cluster_id, self._now()
+            self._jobs.owned_gang_jobs(), live, held, self._config.marker_cluster_id, self._now()
         )
         return await cancel_orphans(self._slurm, self._jobs, doomed, "gang")
 
@@ -470,19 +459,11 @@ class _Applier:
 
     def _conditions(self, status: str, reason: str, message: str) -> list[dict[str, Any]]:
         """The group's conditions with PodGroupInitiallyScheduled set (a merge patch replaces the list)."""
+        existing = ((self._group or {}).get("status") or {}).get("conditions")
         kind = CONDITION_POD_GROUP_INITIALLY_SCHEDULED
-        existing = list(((self._group or {}).get("status") or {}).get("conditions") or [])
-        previous = next((c for c in existing if c.get("type") == kind), None)
-        moved = previous is None or previous.get("status") != status
-        kept = previous.get("lastTransitionTime") if previous is not None and not moved else None
-        condition = {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": kept or _rfc3339(self._r._now()),
-        }
-        return [*(c for c in existing if c.get("type") != kind), condition]
+        return upsert_condition(
+            existing, kind, status, reason, message, now=_rfc3339(self._r._now())
+        ).conditions
 
     async def _patch_group(self, patch: Mapping[str, Any], *, subresource: str | None = None) -> None:
         ref = _GROUP_RESOURCES.get(self._key.kind)

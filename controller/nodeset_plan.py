@@ -25,16 +25,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from slurm_client._models import Node, NodeState
+from bridge.wellknown import (
+    DRAIN_REASON_PREFIX,
+    LABEL_APP_INSTANCE,
+    LABEL_APP_NAME,
+    SLURMD_APP,
+)
+from slurm_client import Node, NodeState
 
-DRAIN_REASON_PREFIX = "slurm-bridge scale-in"
-# The slurmd pods of NodeSet N carry these labels; the selector written to status.selector.
-LABEL_APP_NAME = "app.kubernetes.io/name"
-LABEL_APP_INSTANCE = "app.kubernetes.io/instance"
-SLURMD_APP = "slurmd"
-
-# Condition type on the NodeSet, and its reasons.
-CONDITION_SCALED = "Scaled"
+# The NodeSet condition CONDITION_SCALED takes these reasons.
 
 
 class Why:
@@ -92,7 +91,7 @@ class NodeSetView:
 
 
 @dataclass(frozen=True)
-class CreatePod:
+class CreateSlurmdPod:
     ordinal: int
 
 
@@ -108,7 +107,7 @@ class ResumeNode:
 
 
 @dataclass(frozen=True)
-class DeletePod:
+class DeleteSlurmdPod:
     name: str
     uid: str
 
@@ -120,7 +119,7 @@ class RetireNode:
     node: str
 
 
-Action = CreatePod | DrainNode | ResumeNode | DeletePod | RetireNode
+NodeSetAction = CreateSlurmdPod | DrainNode | ResumeNode | DeleteSlurmdPod | RetireNode
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ class NodeSetStatus:
 
 @dataclass(frozen=True)
 class NodeSetPlan:
-    actions: tuple[Action, ...]
+    actions: tuple[NodeSetAction, ...]
     status: NodeSetStatus
     scaled: bool  # condition Scaled: True when pods and Slurm agree with spec.replicas
     reason: str
@@ -218,15 +217,15 @@ def _count(status_pods: Sequence[MemberPod], nodes: Mapping[str, Node], desired:
     )
 
 
-def _describe(action: Action) -> str:
+def _describe(action: NodeSetAction) -> str:
     match action:
-        case CreatePod(ordinal=o):
+        case CreateSlurmdPod(ordinal=o):
             return f"creating pod {o}"
         case ResumeNode(node=n):
             return f"resuming {n}"
         case DrainNode(node=n):
             return f"draining {n}"
-        case DeletePod(name=n):
+        case DeleteSlurmdPod(name=n):
             return f"deleting pod {n}"
         case RetireNode(node=n):
             return f"returning {n} to FUTURE"
@@ -256,7 +255,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
         )
     declared = sorted(o for n in slurm.partition_nodes if (o := ordinal_of(nodeset.name, n)) is not None)
     mine = drain_reason(nodeset.namespace, nodeset.name)
-    actions: list[Action] = []
+    actions: list[NodeSetAction] = []
     notes: list[tuple[str, str]] = []  # (reason, message) of what is still in the way
     leaving = [p for p in live if ours(nodes.get(p.name), mine)]
     staying = [p for p in live if p not in leaving]
@@ -274,7 +273,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
             node = nodes.get(f"{nodeset.name}-{ordinal}")
             if ours(node, mine):  # a retire that did not happen: undo our drain before slurmd registers
                 actions.append(ResumeNode(f"{nodeset.name}-{ordinal}"))
-            actions.append(CreatePod(ordinal))
+            actions.append(CreateSlurmdPod(ordinal))
         short = need - len(free[:need])
         if short > 0:
             notes.append(
@@ -294,7 +293,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
         for pod in candidates[:excess]:
             node = nodes.get(pod.name)
             if node is None:  # never registered: no job can be there
-                actions.append(DeletePod(pod.name, pod.uid))
+                actions.append(DeleteSlurmdPod(pod.name, pod.uid))
             else:
                 actions.append(DrainNode(pod.name, mine))
                 leaving.append(pod)
@@ -310,7 +309,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
         node = nodes.get(pod.name)
         drained_now = any(isinstance(a, DrainNode) and a.node == pod.name for a in actions)
         if node is None or (not drained_now and node.drained and not busy(node)):
-            actions.append(DeletePod(pod.name, pod.uid))
+            actions.append(DeleteSlurmdPod(pod.name, pod.uid))
             continue
         jobs = slurm.jobs_on.get(pod.name, ())
         doing = (
@@ -330,7 +329,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
             or any(p.name == node_name for p in pods)
         ):
             continue
-        if not any(isinstance(a, CreatePod) and a.ordinal == node_ordinal for a in actions):
+        if not any(isinstance(a, CreateSlurmdPod) and a.ordinal == node_ordinal for a in actions):
             actions.append(RetireNode(node_name))
 
     if notes:
@@ -338,7 +337,7 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
         message = "; ".join(m for _, m in notes)
         return NodeSetPlan(tuple(actions), status, False, reason, message, waiting=True)
     if actions:
-        growing = all(isinstance(a, CreatePod | ResumeNode) for a in actions)
+        growing = all(isinstance(a, CreateSlurmdPod | ResumeNode) for a in actions)
         reason = Why.SCALING_OUT if growing else Why.SCALING_IN
         said = "; ".join(_describe(a) for a in actions)
         return NodeSetPlan(tuple(actions), status, False, reason, said, waiting=True)

@@ -15,16 +15,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.nodeset_plan import (
+from bridge.wellknown import (
+    ANNOTATION_PARTITION,
     CONDITION_SCALED,
     LABEL_APP_INSTANCE,
     LABEL_APP_NAME,
     SLURMD_APP,
-    Action,
-    CreatePod,
-    DeletePod,
+)
+from controller.nodeset_plan import (
+    CreateSlurmdPod,
+    DeleteSlurmdPod,
     DrainNode,
     MemberPod,
+    NodeSetAction,
     NodeSetPlan,
     NodeSetView,
     ResumeNode,
@@ -38,23 +41,20 @@ from controller.nodeset_plan import (
 )
 from controller.runtime import Result
 from kube_client import (
+    NODESETS,
     PODS,
     AlreadyExists,
     EventRecorder,
     Informer,
     KubeClient,
     KubeObject,
-    ResourceRef,
+    upsert_condition,
     utc_now_rfc3339,
 )
 from slurm_client import NodeUpdate, PartitionNotFound, SlurmClient, SlurmError
 
 log = logging.getLogger(__name__)
 
-NODESETS = ResourceRef("slinky.slurm.net", "v1beta1", "nodesets", kind="NodeSet")
-# The Slurm partition a NodeSet's nodes belong to; default: the NodeSet's name (as slurm-operator names
-# the partition it creates for a set).
-ANNOTATION_PARTITION = "slurm-bridge.io/partition"
 DEFAULT_SLURMD_IMAGE = "ghcr.io/slinkyproject/slurmd:25.11-ubuntu24.04"
 # Pods indexed by "namespace/nodeset" so a reconcile never scans every slurmd pod.
 NODESET_INDEX = "nodeset"
@@ -159,17 +159,17 @@ class NodeSetReconciler:
 
     # --- acting ----------------------------------------------------------------------------------------
 
-    async def _apply(self, obj: KubeObject, view: NodeSetView, actions: Sequence[Action]) -> _Outcome:
+    async def _apply(self, obj: KubeObject, view: NodeSetView, actions: Sequence[NodeSetAction]) -> _Outcome:
         for action in actions:
             match action:
-                case CreatePod(ordinal=ordinal):
+                case CreateSlurmdPod(ordinal=ordinal):
                     name = f"{view.name}-{ordinal}"
                     try:
                         await self._kube.create(PODS, pod_for(obj, ordinal), namespace=view.namespace)
                     except AlreadyExists:
                         continue  # a create whose answer was lost; the informer will show it
                     await self._events.normal(obj, "CreatedPod", f"created slurmd pod {name}")
-                case DeletePod(name=name, uid=uid):
+                case DeleteSlurmdPod(name=name, uid=uid):
                     await self._kube.delete(PODS, name, namespace=view.namespace, uid=uid)
                     await self._events.normal(
                         obj, "DeletedPod", f"deleted slurmd pod {name}: its Slurm node has no job"
@@ -209,25 +209,17 @@ class NodeSetReconciler:
         if outcome.refused is not None:
             scaled, reason, message = False, Why.DRAIN_REFUSED, outcome.refused + "; nothing deleted"
         old_status = obj.get("status") or {}
-        old = next((c for c in old_status.get("conditions") or () if c.get("type") == CONDITION_SCALED), None)
-        condition_status = "True" if scaled else "False"
-        changed = old is None or (old.get("status"), old.get("reason"), old.get("message")) != (
-            condition_status,
+        upsert = upsert_condition(
+            old_status.get("conditions"),
+            CONDITION_SCALED,
+            "True" if scaled else "False",
             reason,
             message,
+            now=utc_now_rfc3339(),
+            extra={"observedGeneration": view.generation},
         )
-        condition = {
-            "type": CONDITION_SCALED,
-            "status": condition_status,
-            "reason": reason,
-            "message": message,
-            "observedGeneration": view.generation,
-            "lastTransitionTime": (
-                old["lastTransitionTime"]
-                if old is not None and old.get("status") == condition_status and old.get("lastTransitionTime")
-                else utc_now_rfc3339()
-            ),
-        }
+        changed = upsert.changed
+        condition = upsert.condition
         status = plan.status.as_status(selector_of(view.name), view.generation)
         status["conditions"] = [condition]
         if not changed and all(old_status.get(k) == v for k, v in status.items() if k != "conditions"):

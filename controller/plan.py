@@ -40,7 +40,7 @@ from bridge.translate import (
     spec_digest,
 )
 from bridge.wellknown import CONDITION_POD_SCHEDULED, PHASE_SUCCEEDED, Reason
-from slurm_client._models import Job, JobSpec, JobState
+from slurm_client import Job, JobSpec, JobState
 
 # --- Actions ------------------------------------------------------------------------------------------
 
@@ -95,7 +95,7 @@ class RecordEvent:
     warning: bool = False
 
 
-Action = (
+PodAction = (
     SubmitJob
     | AddFinalizerAndLabel
     | SetPendingReason
@@ -145,15 +145,15 @@ def why_job_ended(state: JobState) -> tuple[Reason, str]:
 _HOLDING = frozenset({JobState.RUNNING, JobState.SUSPENDED})
 
 
-def plan_pod(observed: PodObservation, config: BridgeConfig) -> list[Action]:
+def plan_pod(observed: PodObservation, config: BridgeConfig) -> list[PodAction]:
     pod = observed.pod
-    marked = _marked_jobs(observed.jobs, config.cluster_id)
+    marked = _marked_jobs(observed.jobs, config.marker_cluster_id)
     if pod is None:
         return [_cancel(job, JobOutcome.CANCEL, "its pod is gone") for job, _ in marked if _active(job)]
     if pod.scheduler_name != config.scheduler_name:
         return []
 
-    actions: list[Action] = []
+    actions: list[PodAction] = []
     mine: list[tuple[Job, JobMarker]] = []
     for job, marker in marked:
         if marker.pod_uid == pod.uid:
@@ -207,7 +207,7 @@ def _plan_live_pod(
     primary: tuple[Job, JobMarker] | None,
     slurm_to_kubernetes_nodes: Mapping[str, str],
     config: BridgeConfig,
-) -> list[Action]:
+) -> list[PodAction]:
     if primary is None:
         if pod.labelled_job_id is not None:
             message = f"Slurm job {pod.labelled_job_id} left slurmctld before its end was seen"
@@ -223,7 +223,7 @@ def _plan_live_pod(
         reason, ended = why_job_ended(job.state)
         return _delete_pod(reason, f"Slurm job {job.job_id} {ended}; deleting the pod")
 
-    actions: list[Action] = []
+    actions: list[PodAction] = []
     if not pod.has_finalizer or pod.labelled_job_id != job.job_id:
         actions.append(AddFinalizerAndLabel(job.job_id))
         actions.append(RecordEvent(Reason.JOB_SUBMITTED, f"Slurm job {job.job_id} holds this pod's place"))
@@ -242,7 +242,7 @@ def _plan_live_pod(
     return actions  # UNKNOWN: look again when the cache has more
 
 
-def _plan_submission(pod: PodInfo, config: BridgeConfig) -> list[Action]:
+def _plan_submission(pod: PodInfo, config: BridgeConfig) -> list[PodAction]:
     selection = select_pod(pod, config)
     if selection.verdict is Verdict.REFUSE and selection.reason is not None:
         return _set_pending(pod, selection.reason, selection.message, warning=True)
@@ -253,11 +253,11 @@ def _plan_submission(pod: PodInfo, config: BridgeConfig) -> list[Action]:
     except TranslationError as error:
         return _set_pending(pod, Reason.INVALID_JOB_OPTIONS, error.message, warning=True)
     # Finalizer first: a pod deleted right after the submit still comes back to us for its job.
-    prepare: list[Action] = [] if pod.has_finalizer else [AddFinalizerAndLabel(None)]
+    prepare: list[PodAction] = [] if pod.has_finalizer else [AddFinalizerAndLabel(None)]
     return [*prepare, SubmitJob(spec)]
 
 
-def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfig) -> list[Action]:
+def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfig) -> list[PodAction]:
     try:
         desired = job_spec_for(pod, config)
     except TranslationError as error:
@@ -276,7 +276,7 @@ def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfi
     return _set_pending(pod, Reason.JOB_PENDING, f"Slurm job {job.job_id} pending{detail}")
 
 
-def _bind(pod: PodInfo, job: Job, slurm_to_kubernetes_nodes: Mapping[str, str]) -> list[Action]:
+def _bind(pod: PodInfo, job: Job, slurm_to_kubernetes_nodes: Mapping[str, str]) -> list[PodAction]:
     if not job.nodes:
         return []  # RUNNING without a node list yet: the next job update brings it
     slurm_node = job.nodes[0]
@@ -292,8 +292,8 @@ def _bind(pod: PodInfo, job: Job, slurm_to_kubernetes_nodes: Mapping[str, str]) 
     ]
 
 
-def _release_for_terminal_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | None) -> list[Action]:
-    actions: list[Action] = []
+def _release_for_terminal_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | None) -> list[PodAction]:
+    actions: list[PodAction] = []
     if primary is not None and _active(primary[0]):
         job = primary[0]
         outcome = JobOutcome.SUCCESS if pod.phase == PHASE_SUCCEEDED else JobOutcome.FAILURE
@@ -304,8 +304,8 @@ def _release_for_terminal_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | Non
     return actions
 
 
-def _release_for_deleted_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | None) -> list[Action]:
-    actions: list[Action] = []
+def _release_for_deleted_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | None) -> list[PodAction]:
+    actions: list[PodAction] = []
     job = primary[0] if primary is not None else None
     if job is not None and _active(job):
         if pod.is_bound and job.state in _HOLDING:
@@ -319,11 +319,11 @@ def _release_for_deleted_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | None
     return actions
 
 
-def _delete_pod(reason: Reason, message: str) -> list[Action]:
+def _delete_pod(reason: Reason, message: str) -> list[PodAction]:
     return [RecordEvent(reason, message, warning=True), DeletePod(reason, message)]
 
 
-def _set_pending(pod: PodInfo, reason: Reason, message: str, *, warning: bool = False) -> list[Action]:
+def _set_pending(pod: PodInfo, reason: Reason, message: str, *, warning: bool = False) -> list[PodAction]:
     """PodScheduled=False with this reason and message, plus an event - only when it changes."""
     current = pod.condition(CONDITION_POD_SCHEDULED)
     shown = (current.status, current.reason, current.message) if current is not None else None
@@ -332,7 +332,7 @@ def _set_pending(pod: PodInfo, reason: Reason, message: str, *, warning: bool = 
     return [SetPendingReason(reason, message), RecordEvent(reason, message, warning)]
 
 
-def _cancel_unwanted(job: Job, reason: Reason, why: str) -> list[Action]:
+def _cancel_unwanted(job: Job, reason: Reason, why: str) -> list[PodAction]:
     return [_cancel(job, JobOutcome.CANCEL, why), RecordEvent(reason, f"cancelling: {why}", warning=True)]
 
 

@@ -21,11 +21,11 @@ from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.translate import with_owner_options
 from controller.plan import (
-    Action,
     AddFinalizerAndLabel,
     BindPod,
     CancelJob,
     DeletePod,
+    PodAction,
     PodObservation,
     RecordEvent,
     RemoveFinalizer,
@@ -53,10 +53,10 @@ from slurm_client import InvalidRequest, SlurmClient, SlurmError, SlurmTransport
 
 log = logging.getLogger(__name__)
 
-SCHEDULER_ACTIONS: frozenset[type[Action]] = frozenset(
+SCHEDULER_ACTIONS: frozenset[type[PodAction]] = frozenset(
     {SubmitJob, AddFinalizerAndLabel, SetPendingReason, RecordEvent, CancelJob}
 )
-CONTROLLER_ACTIONS: frozenset[type[Action]] = frozenset(
+CONTROLLER_ACTIONS: frozenset[type[PodAction]] = frozenset(
     {BindPod, CancelJob, DeletePod, RemoveFinalizer, RecordEvent, AddFinalizerAndLabel}
 )
 # When the two run apart, each event is recorded by the component that does what it describes.
@@ -82,9 +82,9 @@ CONTROLLER_EVENTS: frozenset[str] = frozenset(
 SCHEDULER_EVENTS: frozenset[str] = frozenset(set(_R) - CONTROLLER_EVENTS)
 
 
-def duties(components: Collection[str]) -> tuple[frozenset[type[Action]], frozenset[str]]:
+def duties(components: Collection[str]) -> tuple[frozenset[type[PodAction]], frozenset[str]]:
     """The action kinds and event reasons the given components ("scheduler", "controller") apply."""
-    actions: set[type[Action]] = set()
+    actions: set[type[PodAction]] = set()
     events: set[str] = set()
     if "scheduler" in components:
         actions |= SCHEDULER_ACTIONS
@@ -213,12 +213,12 @@ class PodReconciler:
             return pod
         return pod
 
-    def _mine(self, action: Action) -> bool:
+    def _mine(self, action: PodAction) -> bool:
         if isinstance(action, RecordEvent):
             return action.reason in self._events_said
         return type(action) in self._actions
 
-    async def _apply(self, key: str, raw: KubeObject | None, pod: PodInfo | None, action: Action) -> None:
+    async def _apply(self, key: str, raw: KubeObject | None, pod: PodInfo | None, action: PodAction) -> None:
         namespace, name = split_key(key)
         assert namespace is not None
         match action:
@@ -323,7 +323,7 @@ class PodReconciler:
             return 0
         live = {str((p.get("metadata") or {}).get("uid")) for p in self._pods.objects()}
         doomed = plan_orphan_cleanup(
-            self._jobs.owned_jobs(), live, self._config.cluster_id, datetime.now(UTC)
+            self._jobs.owned_jobs(), live, self._config.marker_cluster_id, datetime.now(UTC)
         )
         return await cancel_orphans(self._slurm, self._jobs, doomed, "pod")
 

@@ -4,9 +4,9 @@
     registry.register(SlurmCollector(lambda: poller.status, stale_after=30))
     await poller.run(stop)
 
-or all of it, with an HTTP /metrics server: `await serve(config)`. A scrape only reads the last
-snapshot; it never waits on slurmrestd. Metric names follow Slurm 26.05's own metrics plugin where
-it has the metric (docs/metrics.md has the table).
+or all of it, with an HTTP /metrics server: `await serve(slurm_client, ExporterSettings(...))`.
+A scrape only reads the last snapshot; it never waits on slurmrestd. Metric names follow Slurm
+26.05's own metrics plugin where it has the metric (docs/metrics.md has the table).
 """
 
 from ._collector import (
@@ -18,23 +18,36 @@ from ._collector import (
 )
 from ._poller import SlurmReader, SnapshotPoller
 from ._snapshot import ErrorKind, JobPoll, Operation, PollerStatus, Snapshot
-from .main import Exporter, default_stale_after, parse_listen_address, serve
+from .main import (
+    Exporter,
+    ExporterSettings,
+    Probe,
+    default_stale_after,
+    metrics_page,
+    parse_listen_address,
+    serve,
+    start_metrics_server,
+)
 
 __all__ = [
     "DEFAULT_DEMAND_REASONS",
     "CollectorOptions",
     "ErrorKind",
     "Exporter",
+    "ExporterSettings",
     "JobPoll",
     "Operation",
     "PollerStatus",
+    "Probe",
     "SlurmCollector",
     "SlurmReader",
     "Snapshot",
     "SnapshotPoller",
     "default_stale_after",
     "health_families",
+    "metrics_page",
     "parse_listen_address",
     "serve",
     "snapshot_families",
+    "start_metrics_server",
 ]

@@ -1,24 +1,21 @@
 """Run the exporter: a poller that keeps a snapshot fresh, and /metrics serving it.
 
-    await serve(config)                                   # standalone: own client and HTTP server
-    await serve(config, registry=r, stop=s, start_server=False)   # inside a process that already
-                                                          # serves registry r over HTTP
+    await serve(slurm, ExporterSettings(interval=2, listen="127.0.0.1:9100"))  # own HTTP server
+    await serve(slurm, ExporterSettings(interval=2), registry=r, stop=s)       # inside a process
+                                                          # that already serves registry r over HTTP
 
-or from a shell: `python -m exporter --config bridge.yaml --listen 127.0.0.1:9100`.
+From a shell: `slurm-bridge exporter --config bridge.yaml` (slurm_bridge/ builds the client and settings).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
-import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from types import TracebackType
 from typing import Any, Self
@@ -29,14 +26,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from bridge.config import BridgeConfig, ConfigError, load_config
-
 from ._collector import CollectorOptions, SlurmCollector
 from ._poller import SlurmReader, SnapshotPoller
 
 log = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT = 20.0
+
+# A health check served next to /metrics: () -> (healthy, one line saying why).
+Probe = Callable[[], tuple[bool, str]]
 
 
 def default_stale_after(interval: float) -> float:
@@ -84,17 +82,27 @@ def metrics_page(registry: CollectorRegistry, collector: SlurmCollector) -> Call
     return lambda: generate_latest(others) + collector.render()
 
 
-def metrics_app(page: Callable[[], bytes]) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
-    """A WSGI app serving `page()` at /metrics (and /)."""
+def metrics_app(
+    page: Callable[[], bytes], probes: Mapping[str, Probe] | None = None
+) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
+    """A WSGI app serving `page()` at /metrics (and /), and each probe at its path (200 or 503)."""
+    probes = dict(probes or {})
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "/") not in ("/metrics", "/"):
+        path = environ.get("PATH_INFO", "/")
+        if path not in ("/metrics", "/") and path not in probes:
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"not found: the metrics are at /metrics\n"]
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
             return [b""]
+        if path in probes:
+            healthy, why = probes[path]()
+            text = f"{'ok' if healthy else 'not ok'}: {why}\n".encode()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [b""] if method == "HEAD" else [text]
         body = page()
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
         return [b""] if method == "HEAD" else [body]
@@ -103,12 +111,12 @@ def metrics_app(page: Callable[[], bytes]) -> Callable[[WSGIEnvironment, StartRe
 
 
 def start_metrics_server(
-    host: str, port: int, page: Callable[[], bytes]
+    host: str, port: int, page: Callable[[], bytes], probes: Mapping[str, Probe] | None = None
 ) -> tuple[WSGIServer, threading.Thread]:
-    """Serve `page` over HTTP from a daemon thread (a thread per request)."""
+    """Serve `page` (and `probes`) over HTTP from a daemon thread (a thread per request)."""
     server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
     server = make_server(
-        host, port, metrics_app(page), server_class=server_class, handler_class=_QuietHandler
+        host, port, metrics_app(page, probes), server_class=server_class, handler_class=_QuietHandler
     )
     thread = threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True)
     thread.start()
@@ -133,8 +141,10 @@ class Exporter:
         stale_after: float | None = None,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         options: CollectorOptions | None = None,
+        probes: Mapping[str, Probe] | None = None,
     ) -> None:
         self._registry = registry
+        self._probes = probes
         self._listen = parse_listen_address(listen) if listen else None
         self.stale_after = stale_after if stale_after is not None else default_stale_after(interval)
         self.poller = SnapshotPoller(slurm, interval=interval, read_timeout=read_timeout)
@@ -160,7 +170,7 @@ class Exporter:
             host, port = self._listen
             try:
                 self._server, self._thread = start_metrics_server(
-                    host, port, metrics_page(self._registry, self.collector)
+                    host, port, metrics_page(self._registry, self.collector), self._probes
                 )
             except BaseException:  # e.g. the port is taken: leave the registry as it was
                 self.close()
@@ -188,6 +198,7 @@ class Exporter:
             await asyncio.to_thread(self.collector.warm, render=render)
 
         await self.poller.run(stop, after_refresh=warm)
+        log.info("exporter stopped")
 
     async def __aenter__(self) -> Self:
         self.start()
@@ -202,47 +213,42 @@ class Exporter:
         await asyncio.to_thread(self.close)
 
 
+@dataclass(frozen=True)
+class ExporterSettings:
+    """What the exporter itself needs; the composition root (slurm_bridge/) fills it from its config."""
+
+    interval: float  # seconds between refreshes
+    listen: str | None = None  # host:port for its own /metrics server; None: serve nothing
+    stale_after: float | None = None  # None: default_stale_after(interval)
+    options: CollectorOptions = field(default_factory=CollectorOptions)
+
+
 async def serve(
-    config: BridgeConfig,
+    slurm: SlurmReader,
+    settings: ExporterSettings,
     *,
     registry: CollectorRegistry | None = None,
     stop: asyncio.Event | None = None,
-    listen: str | None = None,
-    start_server: bool = True,
-    slurm: SlurmReader | None = None,
-    interval: float | None = None,
-    stale_after: float | None = None,
-    options: CollectorOptions | None = None,
+    probes: Mapping[str, Probe] | None = None,
 ) -> None:
-    """Run the exporter until `stop` is set (SIGTERM/SIGINT when `stop` is None).
+    """Run the exporter over `slurm` until `stop` is set (SIGTERM/SIGINT when `stop` is None).
 
-    - `listen` overrides `config.metrics_listen_address` ("" serves nothing). The server sends the
-      Slurm metrics (rendered once per snapshot) and every other collector of `registry`.
-    - `start_server=False` serves nothing, for a process that already exposes `registry` over HTTP.
-    - `slurm` defaults to a client built from `config.slurm` (closed on return).
-    - `interval` defaults to `config.poll_interval_seconds`; `stale_after` to ten intervals (>= 30 s).
+    With `settings.listen`, its server sends the Slurm metrics (rendered once per snapshot), every
+    other collector of `registry`, and the `probes` (path -> check). The caller owns `slurm`.
     """
     registry = registry if registry is not None else CollectorRegistry()
     stop = stop if stop is not None else _stop_on_signals()
-    address = (listen if listen is not None else config.metrics_listen_address) if start_server else None
-    async with contextlib.AsyncExitStack() as stack:
-        if slurm is None:
-            from bridge.runner import slurm_client_for  # here: bridge.runner imports this package
-
-            client = slurm_client_for(config)
-            stack.push_async_callback(client.aclose)
-            slurm = client
-        exporter = Exporter(
-            slurm,
-            registry=registry,
-            interval=interval if interval is not None else config.poll_interval_seconds,
-            listen=address or None,
-            stale_after=stale_after,
-            options=options,
-        )
-        await stack.enter_async_context(exporter)
+    exporter = Exporter(
+        slurm,
+        registry=registry,
+        interval=settings.interval,
+        listen=settings.listen,
+        stale_after=settings.stale_after,
+        options=settings.options,
+        probes=probes,
+    )
+    async with exporter:
         await exporter.run(stop)
-    log.info("exporter stopped")
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -251,47 +257,3 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m exporter", description="Serve Prometheus metrics read from Slurm's slurmrestd."
-    )
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="bridge YAML config")
-    parser.add_argument("--listen", default=None, metavar="HOST:PORT", help="override metrics_listen_address")
-    parser.add_argument("--interval", type=float, default=None, help="seconds between refreshes")
-    parser.add_argument("--stale-after", type=float, default=None, help="drop Slurm series older than this")
-    parser.add_argument(
-        "--per-user-metrics", action="store_true", help="also slurm_user_jobs_* / slurm_account_jobs_*"
-    )
-    parser.add_argument("--no-per-node-metrics", action="store_true", help="leave out slurm_node_*{node}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.log_level != "DEBUG":  # one INFO line per request, four per refresh
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        config = load_config(args.config)
-        if args.listen:
-            parse_listen_address(args.listen)
-    except (ConfigError, ValueError) as exc:
-        print(f"exporter: {exc}", file=sys.stderr)
-        return 2
-    options = CollectorOptions(
-        per_user_metrics=args.per_user_metrics, per_node_metrics=not args.no_per_node_metrics
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(
-                config,
-                listen=args.listen,
-                interval=args.interval,
-                stale_after=args.stale_after,
-                options=options,
-            )
-        )
-    return 0

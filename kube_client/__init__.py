@@ -5,6 +5,8 @@ rooted at `KubeError`. Read state from an `Informer`'s cache; write with `KubeCl
 """
 
 from ._client import DEFAULT_FIELD_MANAGER, KubeClient, ObjectList, PatchType, utc_now_rfc3339
+from ._conditions import ConditionUpsert, upsert_condition
+from ._discovery import DiscoverySource, serves
 from ._errors import (
     AlreadyExists,
     BadRequest,
@@ -44,6 +46,7 @@ from ._resources import (
     LEASES,
     NAMESPACES,
     NODES,
+    NODESETS,
     PODS,
     WORKLOAD_POD_GROUPS,
     WORKLOADS,
@@ -64,6 +67,7 @@ __all__ = [
     "LEASES",
     "NAMESPACES",
     "NODES",
+    "NODESETS",
     "NORMAL",
     "PODS",
     "WARNING",
@@ -73,7 +77,9 @@ __all__ = [
     "BadRequest",
     "ChangeHandler",
     "ChangePredicate",
+    "ConditionUpsert",
     "Conflict",
+    "DiscoverySource",
     "EventRecorder",
     "EventSink",
     "Forbidden",
@@ -107,7 +113,9 @@ __all__ = [
     "involved_object_reference",
     "label_index",
     "object_key",
+    "serves",
     "split_key",
     "translate_api_exception",
+    "upsert_condition",
     "utc_now_rfc3339",
 ]

@@ -23,6 +23,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import kube_config
 from kubernetes.aio.config.incluster_config import load_incluster_config
 
+from ._conditions import upsert_condition
 from ._errors import (
     Conflict,
     Gone,
@@ -443,28 +444,17 @@ class KubeClient:
         The strategic-merge patch touches only this condition, so concurrent writers of others are safe.
         """
         pod = current if current is not None else await self.get(PODS, name, namespace=namespace)
-        existing = next(
-            (c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == condition_type),
-            None,
+        upsert = upsert_condition(
+            (pod.get("status") or {}).get("conditions"),
+            condition_type,
+            status,
+            reason,
+            message,
+            now=utc_now_rfc3339(),
         )
-        if existing is not None and (
-            existing.get("status") == status
-            and (existing.get("reason") or "") == reason
-            and (existing.get("message") or "") == message
-        ):
+        if not upsert.changed:
             return None
-        transition_time = (
-            existing.get("lastTransitionTime")
-            if existing is not None and existing.get("status") == status
-            else None
-        ) or utc_now_rfc3339()
-        condition: dict[str, Any] = {
-            "type": condition_type,
-            "status": status,
-            "lastTransitionTime": transition_time,
-            "reason": reason or None,
-            "message": message or None,
-        }
+        condition = upsert.condition
         return await self.patch(
             PODS,
             name,

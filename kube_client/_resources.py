@@ -58,6 +58,7 @@ WORKLOAD_POD_GROUPS = ResourceRef("scheduling.k8s.io", "v1beta1", "podgroups", k
 WORKLOADS = ResourceRef("scheduling.k8s.io", "v1beta1", "workloads", kind="Workload")
 # Owner workloads whose annotations set job options for their pods (bridge/gang.py: owner_of).
 JOBSETS = ResourceRef("jobset.x-k8s.io", "v1alpha2", "jobsets", kind="JobSet")
+NODESETS = ResourceRef("slinky.slurm.net", "v1beta1", "nodesets", kind="NodeSet")
 LEADER_WORKER_SETS = ResourceRef("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", kind="LeaderWorkerSet")
 CUSTOM_RESOURCE_DEFINITIONS = ResourceRef(
     "apiextensions.k8s.io",

@@ -80,7 +80,7 @@ class BridgeProcess:
         cmd = [
             sys.executable,
             "-m",
-            "bridge.cli",
+            "slurm_bridge.cli",
             "run",
             "--config",
             str(self.config_path),

@@ -2,7 +2,7 @@
 Prometheus -> prometheus-adapter -> aggregated External metrics API -> kube-controller-manager's HPA ->
 NodeSet `ns` -> the bridge's NodeSet controller -> slurmd pods (real slurmd via the testbed's stand-in).
 
-Runs bridge/autoscale_demo.py's scenario (what `make demo-autoscale` plots) and checks it: replicas rise to
+Runs tools/autoscale_demo.py's scenario (what `make demo-autoscale` plots) and checks it: replicas rise to
 the demand, the new nodes register and the pending jobs start; the queue drains, replicas fall, idle nodes
 go first and the node running the long job is kept until it ends; no oscillation.
 """
@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.autoscale_demo import (
+from tests.testbed.bridge_harness import BridgeProcess, bridge_config, wait_for
+from tests.testbed_env import KubeCluster, SlurmCluster, read_env
+from tools.autoscale_demo import (
     HPA_MANIFEST,
     NAMESPACE,
     NODESET,
@@ -24,8 +26,6 @@ from bridge.autoscale_demo import (
     Scenario,
     run_scenario,
 )
-from tests.testbed.bridge_harness import BridgeProcess, bridge_config, wait_for
-from tests.testbed_env import KubeCluster, SlurmCluster, read_env
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slurm_default_only]
 

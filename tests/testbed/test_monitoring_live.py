@@ -123,7 +123,7 @@ def bridge_metrics(
     log_path = workdir / f"{command}.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", command, "--config", str(BRIDGE_CONFIG)],
+            [sys.executable, "-m", "slurm_bridge.cli", command, "--config", str(BRIDGE_CONFIG)],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             stdout=log,

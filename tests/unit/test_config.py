@@ -27,7 +27,7 @@ def test_defaults_without_file() -> None:
     assert config.namespaces == ("slurm-bridge",)
     assert config.node_selector == ""
     assert config.node_name_label is None
-    assert config.cluster_id == "default"
+    assert config.cluster_id is None  # derived at start from the kube-system namespace UID
     assert config.slurm.partition == "slurm-bridge"
     assert config.slurm.placeholder_mode is PlaceholderMode.BATCH
     assert config.slurm.default_time_limit_minutes is None

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
 from bridge.config import BridgeConfig
 from bridge.explain import ManifestError, explain_manifests, sbatch_command, sbatch_options
-from slurm_client._models import JobSpec
+from slurm_bridge.cli import main
+from slurm_client import JobSpec
 
 SEED_POD = """\
 apiVersion: v1
@@ -286,7 +286,7 @@ def test_components_start_through_the_runner(
         calls.append(chosen)
         return 3
 
-    monkeypatch.setitem(sys.modules, "bridge.runner", types.SimpleNamespace(run=fake_run))
+    monkeypatch.setitem(sys.modules, "slurm_bridge.app", types.SimpleNamespace(run=fake_run))
     assert main(argv) == 3
     assert calls == [components]
 
@@ -294,7 +294,7 @@ def test_components_start_through_the_runner(
 def test_missing_runner_is_reported(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "bridge.runner", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "slurm_bridge.app", None)  # makes the import fail
     assert main(["controller"]) == 2
     assert "controller: not available in this build" in capsys.readouterr().err
 

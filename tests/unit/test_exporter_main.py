@@ -23,8 +23,10 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import BridgeConfig
-from exporter import Exporter, default_stale_after, parse_listen_address, serve
-from exporter.main import main, metrics_app
+from exporter import Exporter, ExporterSettings, default_stale_after, parse_listen_address, serve
+from exporter.main import metrics_app
+from slurm_bridge.app import run_async
+from slurm_bridge.cli import main as cli_main
 from slurm_client import NO_RETRY, Diag, JobList, Node, NodeState, Partition, SlurmClient, StaticTokenAuth
 
 URL = "http://slurmrestd.test"
@@ -130,10 +132,7 @@ async def test_serve_into_a_shared_registry_without_a_server() -> None:
     registry = CollectorRegistry()
     stop = asyncio.Event()
     slurm = TinySlurm()
-    config = BridgeConfig(metrics_listen_address="127.0.0.1:1")  # would fail to bind if used
-    task = asyncio.create_task(
-        serve(config, registry=registry, stop=stop, start_server=False, slurm=slurm, interval=0.02)
-    )
+    task = asyncio.create_task(serve(slurm, ExporterSettings(interval=0.02), registry=registry, stop=stop))
     await wait_for(lambda: registry.get_sample_value("slurm_exporter_up") == 1)
     await wait_for(lambda: slurm.calls >= 3)
     assert registry.get_sample_value("slurm_exporter_stale_after_seconds") == 30.0
@@ -149,9 +148,7 @@ async def test_serve_stops_when_the_stop_event_is_set_during_a_refresh() -> None
             return Diag()
 
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(BridgeConfig(), stop=stop, start_server=False, slurm=SlowSlurm(), interval=1)
-    )
+    task = asyncio.create_task(serve(SlowSlurm(), ExporterSettings(interval=1), stop=stop))
     await asyncio.sleep(0.05)
     stop.set()
     await asyncio.wait_for(task, timeout=2.0)
@@ -244,15 +241,15 @@ async def test_garbage_or_failure_from_slurmrestd(reply: httpx.Response | Except
                 assert registry.get_sample_value("slurm_partition_cpus", {"partition": "slurm-bridge"}) == 16
 
 
-async def test_serve_builds_its_client_from_the_config() -> None:
+async def test_the_bridge_builds_the_exporters_client_from_the_config() -> None:
     registry = CollectorRegistry()
     stop = asyncio.Event()
-    config = BridgeConfig.model_validate({"slurm": {"url": URL, "token": TOKEN, "api_version": "v0.0.45"}})
+    config = BridgeConfig.model_validate(
+        {"slurm": {"url": URL, "token": TOKEN, "api_version": "v0.0.45"}, "metrics_listen_address": ""}
+    )
     with respx.mock(assert_all_called=False) as router:
         recorded_routes(router)
-        task = asyncio.create_task(
-            serve(config, registry=registry, stop=stop, start_server=False, interval=0.05)
-        )
+        task = asyncio.create_task(run_async(config, {"exporter"}, registry=registry, stop=stop))
         await wait_for(lambda: registry.get_sample_value("slurm_exporter_up") == 1)
         stop.set()
         await asyncio.wait_for(task, timeout=2.0)
@@ -321,27 +318,49 @@ def test_metrics_app(method: str, path: str, status: int, has_body: bool) -> Non
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "environ", "message"),
     [
-        (["--listen", "nowhere"], "is not host:port"),
-        (["--config", "/nonexistent/bridge.yaml"], "cannot read config file"),
+        (["exporter"], {"SLURM_BRIDGE_METRICS_LISTEN_ADDRESS": "nowhere"}, "is not host:port"),
+        (["exporter", "--config", "/nonexistent/bridge.yaml"], {}, "cannot read config file"),
     ],
     ids=["bad-listen", "missing-config"],
 )
-def test_cli_refuses_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 2
+def test_cli_refuses_bad_arguments(
+    argv: list[str],
+    environ: dict[str, str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert cli_main(argv) == 2
     assert message in capsys.readouterr().err
 
 
+def test_the_exporter_alone_loads_neither_kubernetes_nor_the_controllers() -> None:
+    probe = (
+        "import sys, slurm_bridge.cli, slurm_bridge.app; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'controller', 'kube_client', 'kubernetes'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`python -m exporter` with an unreachable slurmrestd: /metrics answers (up 0), and SIGTERM ends
-    it even while a refresh is still retrying."""
+    """`slurm-bridge exporter` with an unreachable slurmrestd: /metrics answers (up 0), /healthz is ok,
+    /readyz is not, and SIGTERM ends it even while a refresh is still retrying."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "SLURM_BRIDGE_SLURM__URL": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "SLURM_BRIDGE_SLURM__URL": "http://127.0.0.1:9",
+        "SLURM_BRIDGE_METRICS_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "SLURM_BRIDGE_POLL_INTERVAL_SECONDS": "0.2",
+    }
     env.pop("SLURM_BRIDGE_CONFIG", None)
-    command = [sys.executable, "-m", "exporter", "--listen", f"127.0.0.1:{port}", "--interval", "0.2"]
+    command = [sys.executable, "-m", "slurm_bridge.cli", "exporter"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 15
@@ -354,6 +373,10 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert "slurm_exporter_up 0.0" in text
         assert "slurm_partition_" not in text
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+        assert ready.status_code == 503, ready.text
+        assert "exporter:" in ready.text
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 0, stderr

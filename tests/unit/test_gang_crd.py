@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.gang import LABEL_COSCHEDULING_POD_GROUP, GangInfo, GroupStatus
+from bridge.gang import GangInfo, GroupStatus
+from bridge.wellknown import LABEL_COSCHEDULING_POD_GROUP
 from controller.gang_plan import GangPhase
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "deploy" / "crds" / "scheduling.x-k8s.io_podgroups.yaml"

@@ -36,7 +36,7 @@ from controller.gang_plan import (
     plan_gang_orphan_cleanup,
 )
 from controller.plan import CancelJob, SubmitJob
-from slurm_client._models import Job, JobState
+from slurm_client import Job, JobState
 
 GROUP_UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 EARLIER_UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"

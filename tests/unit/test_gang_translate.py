@@ -16,7 +16,7 @@ from bridge.gang_translate import (
 )
 from bridge.objects import PodInfo
 from bridge.translate import BATCH_PLACEHOLDER_SCRIPT
-from slurm_client._models import JobSpec
+from slurm_client import JobSpec
 
 UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 

@@ -14,10 +14,17 @@ import pytest
 from bridge.config import BridgeConfig
 from bridge.gang import gang_key_of
 from bridge.wellknown import ANNOTATION_SLURM_NODE, FINALIZER, LABEL_SLURM_JOB_ID
-from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, records_gang_event, serves
+from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, records_gang_event
 from controller.pods import SubmitDeferred
 from controller.slurm_jobs import SlurmJobCache
-from kube_client import COSCHEDULING_POD_GROUPS, WORKLOAD_POD_GROUPS, KubeObject, NotFound, ResourceRef
+from kube_client import (
+    COSCHEDULING_POD_GROUPS,
+    WORKLOAD_POD_GROUPS,
+    KubeObject,
+    NotFound,
+    ResourceRef,
+    serves,
+)
 from slurm_client import Job, JobSpec, JobState, Partition, SlurmTransportError, SubmitResult
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

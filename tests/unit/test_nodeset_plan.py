@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from controller.nodeset_plan import (
-    CreatePod,
-    DeletePod,
+    CreateSlurmdPod,
+    DeleteSlurmdPod,
     DrainNode,
     MemberPod,
     NodeSetView,
@@ -21,7 +21,7 @@ from controller.nodeset_plan import (
     plan_nodeset,
     selector_of,
 )
-from slurm_client._models import Node, NodeState
+from slurm_client import Node, NodeState
 
 OUR_REASON = drain_reason("ops", "ns")
 DECLARED = tuple(f"ns-{i}" for i in range(4))
@@ -69,13 +69,20 @@ class Case:
 
 CASES = [
     Case("empty set, nothing wanted", 0, [], [], [], Why.SCALED, scaled=True),
-    Case("scale out from zero: lowest ordinals", 2, [], [], [CreatePod(0), CreatePod(1)], Why.SCALING_OUT),
+    Case(
+        "scale out from zero: lowest ordinals",
+        2,
+        [],
+        [],
+        [CreateSlurmdPod(0), CreateSlurmdPod(1)],
+        Why.SCALING_OUT,
+    ),
     Case(
         "scale out fills the gap first",
         3,
         [pod(0), pod(2)],
         [node(0), node(2)],
-        [CreatePod(1)],
+        [CreateSlurmdPod(1)],
         Why.SCALING_OUT,
     ),
     Case(
@@ -83,7 +90,7 @@ CASES = [
         2,
         [pod(0), pod(1, terminating=True)],
         [node(0)],
-        [CreatePod(2)],
+        [CreateSlurmdPod(2)],
         Why.SCALING_OUT,
     ),
     Case("steady", 2, [pod(0), pod(1)], [node(0), node(1)], [], Why.SCALED, scaled=True),
@@ -92,7 +99,7 @@ CASES = [
         6,
         [pod(0)],
         [node(0)],
-        [CreatePod(1), CreatePod(2), CreatePod(3)],
+        [CreateSlurmdPod(1), CreateSlurmdPod(2), CreateSlurmdPod(3)],
         Why.NOT_ENOUGH_DECLARED_NODES,
         message_has="2 not created",
     ),
@@ -117,7 +124,7 @@ CASES = [
         1,
         [pod(0), pod(1, ready=False)],
         [node(0)],
-        [DeletePod("ns-1", "uid-1")],
+        [DeleteSlurmdPod("ns-1", "uid-1")],
         Why.SCALING_IN,
     ),
     Case(
@@ -135,7 +142,7 @@ CASES = [
         1,
         [pod(0), pod(1)],
         [node(0), ours(1)],
-        [DeletePod("ns-1", "uid-1")],
+        [DeleteSlurmdPod("ns-1", "uid-1")],
         Why.SCALING_IN,
     ),
     Case(
@@ -159,7 +166,7 @@ CASES = [
         0,
         [pod(0)],
         [node(0, drain=True, reason=OUR_REASON + " : Not responding")],
-        [DeletePod("ns-0", "uid-0")],
+        [DeleteSlurmdPod("ns-0", "uid-0")],
         Why.SCALING_IN,
     ),
     Case(
@@ -192,7 +199,7 @@ CASES = [
         1,
         [],
         [ours(0, NodeState.DOWN)],
-        [ResumeNode("ns-0"), CreatePod(0)],
+        [ResumeNode("ns-0"), CreateSlurmdPod(0)],
         Why.SCALING_OUT,
     ),
     Case(
@@ -209,7 +216,7 @@ CASES = [
         2,
         [],
         [],
-        [CreatePod(0)],
+        [CreateSlurmdPod(0)],
         Why.NOT_ENOUGH_DECLARED_NODES,
         partition=("ns-0", "ns-x", "nsa-1", "ns-01", "gpu-3"),
     ),

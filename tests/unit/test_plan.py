@@ -19,11 +19,11 @@ from bridge.translate import (
 )
 from bridge.wellknown import FINALIZER, LABEL_SLURM_JOB_ID, Reason
 from controller.plan import (
-    Action,
     AddFinalizerAndLabel,
     BindPod,
     CancelJob,
     DeletePod,
+    PodAction,
     PodObservation,
     RecordEvent,
     RemoveFinalizer,
@@ -32,7 +32,7 @@ from controller.plan import (
     plan_orphan_cleanup,
     plan_pod,
 )
-from slurm_client._models import Job, JobState
+from slurm_client import Job, JobState
 
 UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 EARLIER_UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
@@ -113,11 +113,11 @@ def submit(p: PodInfo) -> SubmitJob:
     return SubmitJob(placeholder_job_for(p, CONFIG))
 
 
-def pending(reason: Reason, message: str, warning: bool = False) -> list[Action]:
+def pending(reason: Reason, message: str, warning: bool = False) -> list[PodAction]:
     return [SetPendingReason(reason, message), RecordEvent(reason, message, warning)]
 
 
-def deleted(reason: Reason, message: str) -> list[Action]:
+def deleted(reason: Reason, message: str) -> list[PodAction]:
     return [RecordEvent(reason, message, warning=True), DeletePod(reason, message)]
 
 
@@ -426,12 +426,12 @@ SCENARIOS = [
 
 
 @pytest.mark.parametrize(("p", "jobs", "expected"), SCENARIOS)
-def test_plan_pod(p: PodInfo | None, jobs: list[Job], expected: list[Action]) -> None:
+def test_plan_pod(p: PodInfo | None, jobs: list[Job], expected: list[PodAction]) -> None:
     assert plan_pod(PodObservation(p, jobs, NODES), CONFIG) == expected
 
 
 @pytest.mark.parametrize(("p", "jobs", "expected"), SCENARIOS)
-def test_plan_invariants(p: PodInfo | None, jobs: list[Job], expected: list[Action]) -> None:
+def test_plan_invariants(p: PodInfo | None, jobs: list[Job], expected: list[PodAction]) -> None:
     actions = plan_pod(PodObservation(p, jobs, NODES), CONFIG)
     cancelled = {a.job_id for a in actions if isinstance(a, CancelJob)}
     own_active = {

@@ -14,11 +14,11 @@ from controller.runtime import (
     Backoff,
     Controller,
     ControllerMetrics,
-    ManualClock,
     Result,
     TerminalError,
     WorkQueue,
 )
+from tests.fakes.clock import ManualClock
 
 Behaviour = Callable[[str, int], Awaitable[Result]]
 

@@ -23,7 +23,7 @@ from bridge.explain import ManifestError, explain_manifests, render
 
 COMPONENTS = ("scheduler", "controller", "exporter")
 CONFIG_PATH_VARIABLE = "SLURM_BRIDGE_CONFIG"
-_RUNNER_MODULE = "bridge.runner"
+_RUNNER_MODULE = "slurm_bridge.app"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`python -m exporter.bench`: what a refresh and a scrape cost.
+"""`python -m tools.bench_exporter`: what a refresh and a scrape cost.
 
 1. Synthetic (pure, no server, no Slurm): a snapshot of 10,000 jobs and 1,000 nodes; the time to turn
    it into metric families (once per new snapshot) and the time of a scrape served from the cache
@@ -28,12 +28,11 @@ from urllib.parse import urlparse
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter._collector import CollectorOptions, SlurmCollector, snapshot_families
+from exporter._poller import SnapshotPoller
+from exporter._snapshot import PollerStatus, Snapshot
+from exporter.main import metrics_page, start_metrics_server
 from slurm_client import Diag, Job, JobState, Node, NodeState, Partition, SlurmClient
-
-from ._collector import CollectorOptions, SlurmCollector, snapshot_families
-from ._poller import SnapshotPoller
-from ._snapshot import PollerStatus, Snapshot
-from .main import metrics_page, start_metrics_server
 
 DEFAULT_ENV = Path(__file__).resolve().parent.parent / ".testbed" / "env"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -283,7 +282,9 @@ def rss_mib() -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench_exporter", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=1_000)
     parser.add_argument("--partitions", type=int, default=8)

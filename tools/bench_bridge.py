@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bridge.demo import TESTBED, testbed_environment
+from tools.demo import TESTBED, testbed_environment
 
 NS = "slurm-bridge"
 
@@ -214,7 +214,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "bridge.cli",
+                "slurm_bridge.cli",
                 "run",
                 "--config",
                 str(TESTBED / "bridge.yaml"),

@@ -1,4 +1,4 @@
-"""`python -m slurm_client.bench`: the client's cost over bare httpx, on the live testbed.
+"""`python -m tools.bench_client`: the client's cost over bare httpx, on the live testbed.
 
 Measured in one run against the default testbed cluster (read from .testbed/env):
 
@@ -29,10 +29,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ._auth import JwtKeyAuth, StaticTokenAuth
-from ._client import SlurmClient
-from ._models import JobSpec
-from ._versions import adapter_for
+from slurm_client import JobSpec, JwtKeyAuth, SlurmClient, StaticTokenAuth
+from slurm_client._versions import adapter_for  # the bench builds the same request body by hand
 
 DEFAULT_ENV = Path(__file__).resolve().parent.parent / ".testbed" / "env"
 SLEEPER = "#!/bin/sh\nsleep 600\n"
@@ -219,7 +217,7 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m slurm_client.bench", description=__doc__.split("\n\n")[0]
+        prog="python -m tools.bench_client", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--env-file", type=Path, default=Path(os.environ.get("TESTBED_ENV", DEFAULT_ENV)))
     parser.add_argument(

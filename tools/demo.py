@@ -57,7 +57,7 @@ def main() -> None:
     sh(env, "kubectl get nodes")
     log = (TESTBED / "demo-bridge.log").open("w")
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(TESTBED / "bridge.yaml")],
+        [sys.executable, "-m", "slurm_bridge.cli", "run", "--config", str(TESTBED / "bridge.yaml")],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

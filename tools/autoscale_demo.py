@@ -197,7 +197,7 @@ def plot(samples: Sequence[Sample], path: Path) -> None:
 
 
 def main() -> None:
-    from bridge.demo import TESTBED, testbed_environment
+    from tools.demo import TESTBED, testbed_environment
 
     env = testbed_environment()
     bed = DemoTestbed(env)
@@ -205,7 +205,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     log = (TESTBED / "demo-autoscale-bridge.log").open("w")
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(TESTBED / "bridge.yaml")],
+        [sys.executable, "-m", "slurm_bridge.cli", "run", "--config", str(TESTBED / "bridge.yaml")],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,5 +1,0 @@
-import sys
-
-from exporter.main import main
-
-sys.exit(main())

@@ -1,0 +1,124 @@
+"""Run the chosen components of the bridge in one process until stopped.
+
+    scheduler + controller   the shim and the workload controller (slurm_bridge/workloads.py); only the
+                             leader acts (a coordination.k8s.io Lease), the others keep warm caches
+    exporter                 Prometheus metrics from Slurm (exporter/), on every replica
+
+One HTTP server on `metrics_listen_address` serves /metrics, /healthz and /readyz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Collection
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+import exporter
+from bridge.config import BridgeConfig
+from slurm_bridge.clients import slurm_clients
+from slurm_bridge.health import Health
+from slurm_client import SlurmClient
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_COMPONENTS = frozenset({"scheduler", "controller"})
+
+
+def run(config: BridgeConfig, components: set[str]) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_async(config, components))
+    return 0
+
+
+async def run_async(
+    config: BridgeConfig,
+    components: Collection[str],
+    *,
+    registry: CollectorRegistry | None = None,
+    stop: asyncio.Event | None = None,
+    identity: str | None = None,
+) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT when stop is None)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    stop = stop or _stop_on_signals()
+    identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+    health = Health()
+    async with contextlib.AsyncExitStack() as stack:
+        tasks: list[asyncio.Task[None]] = []
+        stack.push_async_callback(_cancel_all, tasks)
+        tasks.append(asyncio.create_task(health.heartbeat(), name="heartbeat"))
+        slurm, operator = await stack.enter_async_context(slurm_clients(config))
+        metrics_server = None
+        if "exporter" in components:  # on every replica, leader or not; its server serves everything
+            exporter_ = _exporter(config, slurm, registry, health)
+            await stack.enter_async_context(exporter_)
+            tasks.append(asyncio.create_task(exporter_.run(stop), name="exporter"))
+        elif config.metrics_listen_address:
+            host, port = exporter.parse_listen_address(config.metrics_listen_address)
+            metrics_server, _ = exporter.start_metrics_server(
+                host, port, lambda: generate_latest(registry), health.probes
+            )
+            stack.callback(metrics_server.server_close)
+            stack.callback(metrics_server.shutdown)
+        wanted = WORKLOAD_COMPONENTS & set(components)
+        if wanted:
+            # Imported here: a process running only the exporter never loads Kubernetes or the controllers.
+            from slurm_bridge.workloads import start_workloads
+
+            work = await start_workloads(config, wanted, stack, slurm, operator, registry, identity, health)
+            tasks.append(work)
+        else:
+            work = None
+        waiter = asyncio.create_task(stop.wait())
+        watched = {waiter} | ({work} if work is not None else set())
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if work is not None and work in done and not work.cancelled() and work.exception() is not None:
+            raise work.exception()  # type: ignore[misc]
+        log.info("stopping")
+
+
+def _exporter(
+    config: BridgeConfig, slurm: SlurmClient, registry: CollectorRegistry, health: Health
+) -> exporter.Exporter:
+    e = config.exporter
+    made = exporter.Exporter(
+        slurm,
+        registry=registry,
+        interval=config.poll_interval_seconds,
+        listen=config.metrics_listen_address or None,
+        stale_after=e.stale_after_seconds,
+        options=exporter.CollectorOptions(
+            per_user_metrics=e.per_user_metrics, per_node_metrics=e.per_node_metrics
+        ),
+        probes=health.probes,
+    )
+
+    def slurm_answers() -> tuple[bool, str]:
+        status = made.poller.status
+        return status.last_ok is True, status.last_error or (
+            "refreshed" if status.last_ok else "not yet refreshed"
+        )
+
+    health.add_readiness_check("exporter", slurm_answers)
+    return made
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
