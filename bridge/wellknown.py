@@ -130,3 +130,18 @@ class Reason(enum.StrEnum):
     JOB_OUT_OF_MEMORY = "SlurmJobOutOfMemory"
     JOB_VANISHED = "SlurmJobVanished"
     JOB_REQUEUED = "SlurmJobRequeued"
+
+
+class GangReason(enum.StrEnum):
+    """Condition and event reasons for gangs (controller/gang_plan.py)."""
+
+    WAITING_FOR_MEMBERS = "GangWaitingForMembers"
+    SCHEDULE_TIMEOUT = "GangScheduleTimeout"
+    LARGER_THAN_PARTITION = "GangLargerThanPartition"
+    GROUP_NOT_FOUND = "GangGroupNotFound"
+    GROUP_DELETED = "GangGroupDeleted"
+    MEMBER_FAILED = "GangMemberFailed"
+    MEMBER_DELETED = "GangMemberDeleted"
+    MEMBER_LOST = "GangMemberLost"
+    ALREADY_RUNNING = "GangAlreadyRunning"
+    ALLOCATION_TOO_SMALL = "GangAllocationTooSmall"

@@ -76,26 +76,11 @@ from bridge.wellknown import (
     CONDITION_POD_SCHEDULED,
     PHASE_FAILED,
     PHASE_SUCCEEDED,
+    GangReason,
     Reason,
 )
-from controller.plan import CancelJob, SubmitJob, why_job_ended
+from controller.plan import CancelJob, SubmitJob, ending, why_job_ended
 from slurm_client import Job, JobState
-
-
-class GangReason(enum.StrEnum):
-    """Condition and event reasons for gangs (proposed for bridge/wellknown.py's Reason)."""
-
-    WAITING_FOR_MEMBERS = "GangWaitingForMembers"
-    SCHEDULE_TIMEOUT = "GangScheduleTimeout"
-    LARGER_THAN_PARTITION = "GangLargerThanPartition"
-    GROUP_NOT_FOUND = "GangGroupNotFound"
-    GROUP_DELETED = "GangGroupDeleted"
-    MEMBER_FAILED = "GangMemberFailed"
-    MEMBER_DELETED = "GangMemberDeleted"
-    MEMBER_LOST = "GangMemberLost"
-    ALREADY_RUNNING = "GangAlreadyRunning"
-    ALLOCATION_TOO_SMALL = "GangAllocationTooSmall"
-
 
 AnyReason = Reason | GangReason
 
@@ -382,7 +367,7 @@ def _plan_unstarted(view: _View, job: Job, marker: GangMarker, plan: _Plan) -> N
     if not candidates:
         why = f"no member is left for Slurm job {job.job_id}"
         plan.phase = GangPhase.PENDING
-        plan.actions.append(_cancel(job, JobOutcome.CANCEL, why))
+        plan.actions.append(ending(job, JobOutcome.CANCEL, why))
         plan.actions.append(RecordGroupEvent(Reason.JOB_RELEASED, f"{why}: cancelling it"))
         return
     try:
@@ -394,7 +379,7 @@ def _plan_unstarted(view: _View, job: Job, marker: GangMarker, plan: _Plan) -> N
     if desired != marker.spec_digest:
         # Cancel and resubmit, as for single pods: most of a job's request cannot be updated in place.
         why = f"Slurm job {job.job_id} no longer matches the gang ({len(candidates)} members now)"
-        plan.actions.append(_cancel(job, JobOutcome.CANCEL, why))
+        plan.actions.append(ending(job, JobOutcome.CANCEL, why))
         plan.actions.append(RecordGroupEvent(Reason.JOB_SUPERSEDED, f"{why}; cancelling it"))
         _plan_submission(view, candidates, plan)
         return
@@ -551,7 +536,7 @@ def _plan_without_group(
         if any(p.is_bound and not p.is_terminal for p in crew):
             held.add(job.job_id)  # release at terminal: its members may still run on the allocation
         else:
-            actions.append(_cancel(job, _outcome(crew), message))
+            actions.append(ending(job, _outcome(crew), message))
     active = {job.job_id for job, _ in marked if _active(job)}
     for (reason, message), pods in _bound_leftovers(ours, marked, active).items():
         actions += _delete(pods, reason, message, event=False)
@@ -671,7 +656,7 @@ def _release(
     if any(p.is_bound and not p.is_terminal for p in crew):
         return actions  # release at terminal, not while a member's containers may still run
     outcome = _outcome(crew)
-    actions.append(_cancel(job, outcome, message))
+    actions.append(ending(job, outcome, message))
     warning = reason is not Reason.JOB_RELEASED or outcome is not JobOutcome.SUCCESS
     announced = reason if reason in (Reason.STALE_JOB, Reason.DUPLICATE_JOB) else Reason.JOB_RELEASED
     actions.append(RecordGroupEvent(announced, message, warning))
@@ -825,11 +810,6 @@ def _outcome(crew: Sequence[PodInfo]) -> JobOutcome:
     if any(p.phase == PHASE_FAILED for p in crew):
         return JobOutcome.FAILURE
     return JobOutcome.CANCEL
-
-
-def _cancel(job: Job, outcome: JobOutcome, why: str) -> CancelJob:
-    # Only a running placeholder can report an outcome; anything else is simply cancelled.
-    return CancelJob(job.job_id, outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL, why)
 
 
 def _shown(pod: PodInfo, reason: AnyReason, message: str) -> bool:

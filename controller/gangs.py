@@ -16,18 +16,21 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from bridge import wellknown
 from bridge.config import BridgeConfig
 from bridge.gang import GangInfo, GangKey, GangKind, owner_of
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
-from bridge.wellknown import CONDITION_POD_GROUP_INITIALLY_SCHEDULED
+from bridge.wellknown import (
+    CONDITION_POD_GROUP_INITIALLY_SCHEDULED,
+    LABEL_SLURM_JOB_ID,
+)
+from controller.duties import Duties
+from controller.effects import PodEffects
 from controller.gang_plan import (
     AddMemberFinalizers,
     BindMembers,
     DeleteMembers,
     GangAction,
     GangObservation,
-    GangReason,
     LabelGroup,
     PodRef,
     RecordGroupEvent,
@@ -41,31 +44,21 @@ from controller.gang_plan import (
     plan_gang_orphan_cleanup,
 )
 from controller.plan import CancelJob, SubmitJob
-from controller.pods import (
-    CONTROLLER_EVENTS,
-    PENDING_RECHECK_SECONDS,
-    SubmitDeferred,
-    _with_managed_node_toleration,
-)
+from controller.pods import PENDING_RECHECK_SECONDS
+from controller.ports import Events, GangSlurm, JobIndex, ObjectCache, PodWriter
 from controller.runtime import Result, TerminalError
-from controller.slurm_jobs import SlurmJobCache, cancel_orphans, end_job
 from kube_client import (
     COSCHEDULING_POD_GROUPS,
     JOBSETS,
     LEADER_WORKER_SETS,
-    PODS,
     WORKLOAD_POD_GROUPS,
     WORKLOADS,
-    EventRecorder,
-    Informer,
-    KubeClient,
     KubeObject,
     NotFound,
-    PatchType,
     ResourceRef,
     upsert_condition,
 )
-from slurm_client import InvalidRequest, SlurmClient, SlurmError, SlurmTransportError
+from slurm_client import SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -79,61 +72,6 @@ OWNER_RESOURCES: Mapping[tuple[str, str], ResourceRef] = {
     ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"): LEADER_WORKER_SETS,
     ("jobset.x-k8s.io", "JobSet"): JOBSETS,
 }
-
-GANG_SCHEDULER_ACTIONS: frozenset[type[GangAction]] = frozenset(
-    {
-        SubmitJob,
-        CancelJob,
-        AddMemberFinalizers,
-        SetMembersPending,
-        SetGroupStatus,
-        SetGroupCondition,
-        LabelGroup,
-        RecordGroupEvent,
-        RecordPodEvent,
-    }
-)
-GANG_CONTROLLER_ACTIONS: frozenset[type[GangAction]] = frozenset(
-    {
-        BindMembers,
-        CancelJob,
-        DeleteMembers,
-        RemoveMemberFinalizers,
-        AddMemberFinalizers,
-        SetGroupStatus,
-        SetGroupCondition,
-        LabelGroup,
-        RecordGroupEvent,
-        RecordPodEvent,
-    }
-)
-
-
-# When the two run apart, each gang event is recorded once, by the component that does what it describes:
-# the controller binds, deletes members and releases jobs; the scheduler submits and says why gangs wait.
-GANG_CONTROLLER_EVENTS: frozenset[str] = CONTROLLER_EVENTS | {
-    GangReason.MEMBER_FAILED,
-    GangReason.MEMBER_DELETED,
-    GangReason.MEMBER_LOST,
-    GangReason.GROUP_DELETED,
-    GangReason.ALLOCATION_TOO_SMALL,
-}
-
-
-def gang_duties(components: Collection[str]) -> frozenset[type[GangAction]]:
-    """The gang action kinds the given components ("scheduler", "controller") apply."""
-    actions: set[type[GangAction]] = set()
-    if "scheduler" in components:
-        actions |= GANG_SCHEDULER_ACTIONS
-    if "controller" in components:
-        actions |= GANG_CONTROLLER_ACTIONS
-    return frozenset(actions)
-
-
-def records_gang_event(components: Collection[str], reason: str) -> bool:
-    """Whether the given components record a gang event with this reason (each reason has one owner)."""
-    controller = reason in GANG_CONTROLLER_EVENTS
-    return ("controller" in components and controller) or ("scheduler" in components and not controller)
 
 
 class GangMetrics:
@@ -159,14 +97,14 @@ class GangReconciler:
         self,
         config: BridgeConfig,
         *,
-        kube: KubeClient,
-        slurm: SlurmClient,
-        pods: Informer,
-        pod_groups: Informer | None,
-        workload_groups: Informer | None,
-        nodes: Informer,
-        jobs: SlurmJobCache,
-        events: EventRecorder,
+        kube: PodWriter,
+        slurm: GangSlurm,
+        pods: ObjectCache,
+        pod_groups: ObjectCache | None,
+        workload_groups: ObjectCache | None,
+        nodes: ObjectCache,
+        jobs: JobIndex,
+        events: Events,
         components: Collection[str],
         metrics: GangMetrics,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -176,15 +114,14 @@ class GangReconciler:
         self._kube = kube
         self._slurm = slurm
         self._pods = pods
-        self._groups: dict[GangKind, Informer | None] = {
+        self._groups: dict[GangKind, ObjectCache | None] = {
             GangKind.COSCHEDULING: pod_groups,
             GangKind.WORKLOAD: workload_groups,
         }
         self._nodes = nodes
         self._jobs = jobs
-        self._events = events
-        self._actions = gang_duties(components)
-        self._components = frozenset(components)
+        self._effects = PodEffects(kube=kube, slurm=slurm, jobs=jobs, events=events)
+        self._duties = Duties.of(components)
         self._metrics = metrics
         self._now = now
         self._monotonic = monotonic
@@ -216,11 +153,7 @@ class GangReconciler:
             self, gang_key, group_raw, {p.uid: raw for p, raw in zip(members, raw_members, strict=True)}
         )
         for action in plan_gang(observed, self._config):
-            if type(action) not in self._actions:
-                continue
-            if isinstance(action, (RecordGroupEvent, RecordPodEvent)) and not records_gang_event(
-                self._components, action.reason
-            ):
+            if not self._duties.applies(action):
                 continue
             log.debug("%s: %s", key, action)
             self._metrics.actions.labels(type(action).__name__).inc()
@@ -301,7 +234,7 @@ class GangReconciler:
         doomed = plan_gang_orphan_cleanup(
             self._jobs.owned_gang_jobs(), live, held, self._config.marker_cluster_id, self._now()
         )
-        return await cancel_orphans(self._slurm, self._jobs, doomed, "gang")
+        return await self._effects.cancel_orphans(doomed, "gang")
 
 
 class _Applier:
@@ -316,31 +249,38 @@ class _Applier:
         self._pods = pods  # the members as cached, by UID
 
     async def apply(self, action: GangAction, members: Sequence[PodInfo]) -> None:
-        r, namespace = self._r, self._key.namespace
+        effects = self._r._effects
         match action:
-            case SubmitJob():
-                await self._submit(action, members)
+            case SubmitJob(spec=spec):
+                waiting = [PodRef(p.name, p.uid) for p in members if not p.is_bound and not p.is_terminal]
+
+                async def tell(reason: str, message: str) -> None:
+                    for ref in waiting:
+                        if (pod := self._pods.get(ref.uid)) is not None:
+                            await effects.say_pending(pod, reason, message)
+
+                errors = self._r._metrics.submit_errors
+                job_id = await effects.submit(spec, what="gang's job", tell=tell, errors=errors)
+                log.info(
+                    "%s: submitted Slurm job %d (%s) for %d members",
+                    self._key,
+                    job_id,
+                    spec.name,
+                    len(waiting),
+                )
             case CancelJob(job_id=job_id, outcome=outcome, why=why):
-                job = next((j for j in r._jobs.jobs_for_gang(str(self._key)) if j.job_id == job_id), None)
-                await end_job(r._slurm, r._jobs, action, job)
+                await effects.end_job(action)
                 log.info("%s: ended Slurm job %d (%s; %s)", self._key, job_id, outcome, why)
             case SetMembersPending(pods=refs, reason=reason, message=message):
-                for ref in refs:
-                    await self._set_condition(
-                        ref, wellknown.CONDITION_POD_SCHEDULED, "False", reason, message
-                    )
+                for pod in self._cached(refs):
+                    await effects.say_pending(pod, reason, message)
             case AddMemberFinalizers(pods=refs, job_id=job_id):
-                for ref in refs:
-                    await self._prepare(ref, job_id)
+                for pod in self._cached(refs):
+                    await effects.prepare(pod, job_id)
             case BindMembers(job_id=job_id, bindings=bindings):
                 for b in bindings:
-                    await r._kube.bind_pod(
-                        namespace,
-                        b.pod.name,
-                        b.node_name,
-                        uid=b.pod.uid,
-                        annotations={wellknown.ANNOTATION_SLURM_NODE: b.slurm_node},
-                    )
+                    pod = self._pods.get(b.pod.uid) or _stub(self._key.namespace, b.pod)
+                    await effects.bind(pod, b.node_name, b.slurm_node)
                     log.info(
                         "%s: bound %s to %s (Slurm job %d on %s)",
                         self._key,
@@ -350,20 +290,13 @@ class _Applier:
                         b.slurm_node,
                     )
             case DeleteMembers(pods=refs, reason=reason, message=message):
-                for ref in refs:
-                    condition = wellknown.CONDITION_DISRUPTION_TARGET
-                    if not await self._set_condition(ref, condition, "True", reason, message):
-                        continue  # gone already
-                    await r._kube.delete_pod(namespace, ref.name, uid=ref.uid)
-                    log.info("%s: deleted %s (%s: %s)", self._key, ref.name, reason, message)
+                for pod in self._cached(refs):
+                    if await effects.delete(pod, reason, message):
+                        log.info("%s: deleted %s (%s: %s)", self._key, _name(pod), reason, message)
             case RemoveMemberFinalizers(pods=refs):
-                for ref in refs:
-                    current = self._pods.get(ref.uid)
-                    if current is None:
-                        continue  # not in the cache as that incarnation: nothing of ours to remove
-                    await r._kube.remove_finalizer(
-                        PODS, ref.name, wellknown.FINALIZER, namespace=namespace, current=current
-                    )
+                # a member not in the cache as that incarnation has nothing of ours to remove
+                for pod in self._cached(refs):
+                    await effects.release(pod)
             case SetGroupStatus(status=status):
                 body: dict[str, Any] = {
                     "phase": status.phase,
@@ -380,82 +313,17 @@ class _Applier:
                     subresource="status",
                 )
             case LabelGroup(job_id=job_id):
-                await self._patch_group({"metadata": {"labels": {wellknown.LABEL_SLURM_JOB_ID: str(job_id)}}})
+                await self._patch_group({"metadata": {"labels": {LABEL_SLURM_JOB_ID: str(job_id)}}})
             case RecordGroupEvent(reason=reason, message=message, warning=warning):
                 if self._group is not None:
-                    await self._record(self._group, reason, message, warning)
+                    await effects.record(self._group, reason, message, warning=warning)
             case RecordPodEvent(pod=ref, reason=reason, message=message, warning=warning):
                 if (raw := self._pods.get(ref.uid)) is not None:
-                    await self._record(raw, reason, message, warning)
+                    await effects.record(raw, reason, message, warning=warning)
 
-    async def _submit(self, action: SubmitJob, members: Sequence[PodInfo]) -> None:
-        r, spec = self._r, action.spec
-        waiting = [PodRef(p.name, p.uid) for p in members if not p.is_bound and not p.is_terminal]
-        if not r._jobs.settled:
-            raise SubmitDeferred("an earlier submit may have created a job; waiting for the next poll")
-        try:
-            result = await r._slurm.submit_job(spec)
-        except InvalidRequest as error:
-            r._metrics.submit_errors.inc()
-            message = f"Slurm refused the gang's job: {error}"
-            await self._say_pending(waiting, wellknown.Reason.INVALID_JOB_OPTIONS, message)
-            raise
-        except SlurmError as error:
-            r._metrics.submit_errors.inc()
-            if not (isinstance(error, SlurmTransportError) and not error.sent):
-                r._jobs.submit_outcome_unknown()  # it may exist: never submit blindly again
-            message = f"cannot submit to Slurm ({error}); retrying"
-            await self._say_pending(waiting, wellknown.Reason.SLURM_UNAVAILABLE, message)
-            raise
-        r._jobs.record_submitted(result.job_id, spec)
-        log.info(
-            "%s: submitted Slurm job %d (%s) for %d members",
-            self._key,
-            result.job_id,
-            spec.name,
-            len(waiting),
-        )
-
-    async def _say_pending(self, refs: Sequence[PodRef], reason: str, message: str) -> None:
-        for ref in refs:
-            await self._set_condition(ref, wellknown.CONDITION_POD_SCHEDULED, "False", reason, message)
-
-    async def _set_condition(
-        self, ref: PodRef, condition_type: str, status: str, reason: str, message: str
-    ) -> bool:
-        """Set one condition on a member; False when it is gone (or the cache holds another incarnation)."""
-        current = self._pods.get(ref.uid)
-        if current is None:
-            return False
-        try:
-            await self._r._kube.set_pod_condition(
-                self._key.namespace,
-                ref.name,
-                condition_type=condition_type,
-                status=status,
-                reason=reason,
-                message=message,
-                current=current,
-            )
-        except NotFound:
-            return False
-        return True
-
-    async def _prepare(self, ref: PodRef, job_id: int | None) -> None:
-        """The bridge finalizer, the job-id label (when known) and the bridge's toleration, in one patch."""
-        current = self._pods.get(ref.uid)
-        if current is None:
-            return
-        # metadata.uid is a precondition: a same-named successor is not patched.
-        metadata: dict[str, Any] = {"uid": ref.uid, "finalizers": [wellknown.FINALIZER]}
-        if job_id is not None:
-            metadata["labels"] = {wellknown.LABEL_SLURM_JOB_ID: str(job_id)}
-        patch: dict[str, Any] = {"metadata": metadata}
-        if (tolerations := _with_managed_node_toleration(current)) is not None:
-            patch["spec"] = {"tolerations": tolerations}
-        await self._r._kube.patch(
-            PODS, ref.name, patch, namespace=self._key.namespace, patch_type=PatchType.STRATEGIC
-        )
+    def _cached(self, refs: Sequence[PodRef]) -> list[KubeObject]:
+        """The members as the cache holds them, by UID: a member gone (or replaced) is skipped."""
+        return [pod for ref in refs if (pod := self._pods.get(ref.uid)) is not None]
 
     def _conditions(self, status: str, reason: str, message: str) -> list[dict[str, Any]]:
         """The group's conditions with PodGroupInitiallyScheduled set (a merge patch replaces the list)."""
@@ -473,17 +341,20 @@ class _Applier:
             ref, self._key.name, patch, namespace=self._key.namespace, subresource=subresource
         )
 
-    async def _record(self, involved: KubeObject, reason: str, message: str, warning: bool) -> None:
-        if warning:
-            await self._r._events.warning(involved, reason, message)
-        else:
-            await self._r._events.normal(involved, reason, message)
-
 
 _GROUP_RESOURCES: Mapping[GangKind, ResourceRef] = {
     GangKind.COSCHEDULING: COSCHEDULING_POD_GROUPS,
     GangKind.WORKLOAD: WORKLOAD_POD_GROUPS,
 }
+
+
+def _name(pod: KubeObject) -> str:
+    return str((pod.get("metadata") or {}).get("name"))
+
+
+def _stub(namespace: str, ref: PodRef) -> KubeObject:
+    """A pod known only by reference (a binding needs no more than its name and UID)."""
+    return {"metadata": {"namespace": namespace, "name": ref.name, "uid": ref.uid}}
 
 
 def _rfc3339(moment: datetime) -> str:

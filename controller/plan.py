@@ -11,9 +11,8 @@ Contract with the executor and the job cache:
 - DeletePod sets condition DisruptionTarget=True (reason, message), then deletes the pod.
 - BindPod binds through the pods/binding subresource with annotation ANNOTATION_SLURM_NODE=slurm_node
   on the Binding (the API server copies a Binding's annotations onto the pod).
-- CancelJob: a batch placeholder is signalled with `outcome.batch_signal` (flags=BATCH_JOB) when it has
-  one; otherwise, or for an external placeholder, it is cancelled plainly. A job already finished is
-  success.
+- CancelJob: with `signal`, the batch shell is signalled (flags=BATCH_JOB); without, a plain cancel. The
+  planner decides which (`ending`). A job already finished is success.
 - After SubmitJob succeeds, the executor records the new job in the job cache before the pod is
   reconciled again (write-through); otherwise the next reconcile could submit a second job. (A
   duplicate is still caught - the oldest job is kept, the rest cancelled - but costs a submit.)
@@ -72,9 +71,13 @@ class BindPod:
 
 @dataclass(frozen=True)
 class CancelJob:
+    """End a placeholder job: with `signal`, signal its batch shell (which then exits with the pod's
+    outcome); without, a plain cancel. Decided by `ending()`."""
+
     job_id: int
     outcome: JobOutcome
     why: str  # for logs
+    signal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def plan_pod(observed: PodObservation, config: BridgeConfig) -> list[PodAction]:
     pod = observed.pod
     marked = _marked_jobs(observed.jobs, config.marker_cluster_id)
     if pod is None:
-        return [_cancel(job, JobOutcome.CANCEL, "its pod is gone") for job, _ in marked if _active(job)]
+        return [ending(job, JobOutcome.CANCEL, "its pod is gone") for job, _ in marked if _active(job)]
     if pod.scheduler_name != config.scheduler_name:
         return []
 
@@ -190,7 +193,7 @@ def plan_orphan_cleanup(
     for a gone one. `now` is timezone-aware, like the client's datetimes.
     """
     return [
-        _cancel(job, JobOutcome.CANCEL, f"orphan: pod {m.namespace}/{m.pod_name} (uid {m.pod_uid}) is gone")
+        ending(job, JobOutcome.CANCEL, f"orphan: pod {m.namespace}/{m.pod_name} (uid {m.pod_uid}) is gone")
         for job, m in _marked_jobs(jobs, cluster_id)
         if _active(job)
         and m.pod_uid not in live_pod_uids
@@ -268,7 +271,7 @@ def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfi
         # be changed through an update, and one path is easier to trust. The job loses its queue place.
         why = f"Slurm job {job.job_id} no longer matches the pod's options"
         return [
-            _cancel(job, JobOutcome.CANCEL, why),
+            ending(job, JobOutcome.CANCEL, why),
             RecordEvent(Reason.JOB_SUPERSEDED, f"{why}; cancelling it and submitting a new one"),
             *_plan_submission(pod, config),
         ]
@@ -297,7 +300,7 @@ def _release_for_terminal_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | Non
     if primary is not None and _active(primary[0]):
         job = primary[0]
         outcome = JobOutcome.SUCCESS if pod.phase == PHASE_SUCCEEDED else JobOutcome.FAILURE
-        actions.append(_cancel(job, outcome, f"pod {pod.phase}"))
+        actions.append(ending(job, outcome, f"pod {pod.phase}"))
         actions.append(RecordEvent(Reason.JOB_RELEASED, f"pod {pod.phase}: ending Slurm job {job.job_id}"))
     if pod.has_finalizer:
         actions.append(RemoveFinalizer())
@@ -312,7 +315,7 @@ def _release_for_deleted_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | None
             # Release at terminal, not Terminating: the containers may still run on the allocation.
             return []
         why = "pod deleted before it was bound" if not pod.is_bound else "pod deleted"
-        actions.append(_cancel(job, JobOutcome.CANCEL, why))
+        actions.append(ending(job, JobOutcome.CANCEL, why))
         actions.append(RecordEvent(Reason.JOB_RELEASED, f"{why}: cancelling Slurm job {job.job_id}"))
     if pod.has_finalizer:
         actions.append(RemoveFinalizer())
@@ -333,12 +336,15 @@ def _set_pending(pod: PodInfo, reason: Reason, message: str, *, warning: bool = 
 
 
 def _cancel_unwanted(job: Job, reason: Reason, why: str) -> list[PodAction]:
-    return [_cancel(job, JobOutcome.CANCEL, why), RecordEvent(reason, f"cancelling: {why}", warning=True)]
+    return [ending(job, JobOutcome.CANCEL, why), RecordEvent(reason, f"cancelling: {why}", warning=True)]
 
 
-def _cancel(job: Job, outcome: JobOutcome, why: str) -> CancelJob:
-    # Only a running placeholder can report an outcome; anything else is simply cancelled.
-    return CancelJob(job.job_id, outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL, why)
+def ending(job: Job, outcome: JobOutcome, why: str) -> CancelJob:
+    """How to end `job`: only a running placeholder can report an outcome. A batch placeholder (or one of
+    unknown kind) is signalled with it; an external one ignores signals and is cancelled plainly."""
+    outcome = outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL
+    signal = outcome.batch_signal if job.batch is not False else None
+    return CancelJob(job.job_id, outcome, why, signal)
 
 
 def _active(job: Job) -> bool:

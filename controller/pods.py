@@ -1,25 +1,25 @@
 """The pod reconciler: read a pod and its jobs from the caches, plan (pure), apply the actions in order.
 
-The scheduler shim and the workload controller are the same loop over the same key; each applies
-only its own kinds of action (`SCHEDULER_ACTIONS`, `CONTROLLER_ACTIONS`), so they can run in one
-process or in two. Everything here is I/O; every decision is in controller/plan.py.
+The scheduler shim and the workload controller are the same loop over the same key; each applies only
+its own share of the plan (controller/duties.py), so they can run in one process or in two. Every
+decision is in controller/plan.py; every effect in controller/effects.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from bridge import wellknown
 from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.translate import with_owner_options
+from bridge.wellknown import LABEL_JOBSET_NAME, LABEL_LWS_NAME
+from controller.duties import Duties
+from controller.effects import PodEffects
 from controller.plan import (
     AddFinalizerAndLabel,
     BindPod,
@@ -34,66 +34,11 @@ from controller.plan import (
     plan_orphan_cleanup,
     plan_pod,
 )
+from controller.ports import Events, JobIndex, JobSubmitter, ObjectCache, PodWriter
 from controller.runtime import Result
-from controller.slurm_jobs import SlurmJobCache, cancel_orphans, end_job
-from kube_client import (
-    JOBSETS,
-    LEADER_WORKER_SETS,
-    PODS,
-    EventRecorder,
-    Informer,
-    KubeClient,
-    KubeObject,
-    NotFound,
-    PatchType,
-    ResourceRef,
-    split_key,
-)
-from slurm_client import InvalidRequest, SlurmClient, SlurmError, SlurmTransportError
+from kube_client import JOBSETS, LEADER_WORKER_SETS, KubeObject, NotFound, ResourceRef
 
 log = logging.getLogger(__name__)
-
-SCHEDULER_ACTIONS: frozenset[type[PodAction]] = frozenset(
-    {SubmitJob, AddFinalizerAndLabel, SetPendingReason, RecordEvent, CancelJob}
-)
-CONTROLLER_ACTIONS: frozenset[type[PodAction]] = frozenset(
-    {BindPod, CancelJob, DeletePod, RemoveFinalizer, RecordEvent, AddFinalizerAndLabel}
-)
-# When the two run apart, each event is recorded by the component that does what it describes.
-_R = wellknown.Reason
-CONTROLLER_EVENTS: frozenset[str] = frozenset(
-    {
-        _R.SCHEDULED,
-        _R.JOB_RELEASED,
-        _R.NODE_NOT_IN_KUBERNETES,
-        _R.JOB_COMPLETED,
-        _R.JOB_CANCELLED,
-        _R.JOB_FAILED,
-        _R.JOB_TIMEOUT,
-        _R.JOB_PREEMPTED,
-        _R.JOB_NODE_FAIL,
-        _R.JOB_BOOT_FAIL,
-        _R.JOB_DEADLINE,
-        _R.JOB_OUT_OF_MEMORY,
-        _R.JOB_VANISHED,
-        _R.JOB_REQUEUED,
-    }
-)
-SCHEDULER_EVENTS: frozenset[str] = frozenset(set(_R) - CONTROLLER_EVENTS)
-
-
-def duties(components: Collection[str]) -> tuple[frozenset[type[PodAction]], frozenset[str]]:
-    """The action kinds and event reasons the given components ("scheduler", "controller") apply."""
-    actions: set[type[PodAction]] = set()
-    events: set[str] = set()
-    if "scheduler" in components:
-        actions |= SCHEDULER_ACTIONS
-        events |= SCHEDULER_EVENTS
-    if "controller" in components:
-        actions |= CONTROLLER_ACTIONS
-        events |= CONTROLLER_EVENTS
-    return frozenset(actions), frozenset(events)
-
 
 # A pod waiting on something only Slurm or the user can change is looked at again this often anyway.
 PENDING_RECHECK_SECONDS = 60.0
@@ -101,8 +46,8 @@ PENDING_RECHECK_SECONDS = 60.0
 # (bridge/translate.py with_owner_options); its annotations are read again at most this often.
 OWNER_TTL_SECONDS = 30.0
 _OWNER_LABELS: tuple[tuple[str, ResourceRef], ...] = (
-    ("jobset.sigs.k8s.io/jobset-name", JOBSETS),
-    ("leaderworkerset.sigs.k8s.io/name", LEADER_WORKER_SETS),
+    (LABEL_JOBSET_NAME, JOBSETS),
+    (LABEL_LWS_NAME, LEADER_WORKER_SETS),
 )
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120)
 
@@ -136,12 +81,12 @@ class PodReconciler:
         self,
         config: BridgeConfig,
         *,
-        kube: KubeClient,
-        slurm: SlurmClient,
-        pods: Informer,
-        nodes: Informer,
-        jobs: SlurmJobCache,
-        events: EventRecorder,
+        kube: PodWriter,
+        slurm: JobSubmitter,
+        pods: ObjectCache,
+        nodes: ObjectCache,
+        jobs: JobIndex,
+        events: Events,
         components: Collection[str],
         metrics: PodMetrics,
         gang_of: Callable[[KubeObject], str | None] = lambda _pod: None,
@@ -153,8 +98,8 @@ class PodReconciler:
         self._pods = pods
         self._nodes = nodes
         self._jobs = jobs
-        self._events = events
-        self._actions, self._events_said = duties(components)
+        self._effects = PodEffects(kube=kube, slurm=slurm, jobs=jobs, events=events)
+        self._duties = Duties.of(components)
         self._metrics = metrics
         # A gang member is planned with its gang (controller/gang_plan.py), never on its own: gang_of
         # names its gang key (None for single pods and basic-policy groups), on_gang_member queues it.
@@ -173,9 +118,8 @@ class PodReconciler:
             (NodeInfo.from_api(n) for n in self._nodes.objects()), self._config.node_name_label
         )
         observed = PodObservation(pod=pod, jobs=self._jobs.jobs_for(key), slurm_to_kubernetes_nodes=node_map)
-        planned = [a for a in plan_pod(observed, self._config) if self._mine(a)]
-        for action in planned:
-            if raw is None and not isinstance(action, CancelJob):
+        for action in plan_pod(observed, self._config):
+            if not self._duties.applies(action):
                 continue
             log.debug("%s: %s", key, action)
             self._metrics.actions.labels(type(action).__name__).inc()
@@ -213,109 +157,49 @@ class PodReconciler:
             return pod
         return pod
 
-    def _mine(self, action: PodAction) -> bool:
-        if isinstance(action, RecordEvent):
-            return action.reason in self._events_said
-        return type(action) in self._actions
-
     async def _apply(self, key: str, raw: KubeObject | None, pod: PodInfo | None, action: PodAction) -> None:
-        namespace, name = split_key(key)
-        assert namespace is not None
+        if raw is None or pod is None:  # the pod is gone: a plan for it only ends its jobs
+            assert isinstance(action, CancelJob), action
         match action:
             case SubmitJob(spec=spec):
+                assert raw is not None
                 assert pod is not None
-                if not self._jobs.settled:
-                    raise SubmitDeferred(
-                        "an earlier submit may have created a job; waiting for the next poll"
-                    )
-                try:
-                    result = await self._slurm.submit_job(spec)
-                except InvalidRequest as error:
-                    # Slurm refused what we asked (unknown partition/account, impossible size, ...):
-                    # say so on the pod; the work queue retries with backoff in case it gets fixed.
-                    self._metrics.submit_errors.inc()
-                    await self._say_pending(
-                        raw, pod, wellknown.Reason.INVALID_JOB_OPTIONS, f"Slurm refused the job: {error}"
-                    )
-                    raise
-                except SlurmError as error:
-                    self._metrics.submit_errors.inc()
-                    if not (isinstance(error, SlurmTransportError) and not error.sent):
-                        self._jobs.submit_outcome_unknown()  # it may exist: never submit blindly again
-                    message = f"cannot submit to Slurm ({error}); retrying"
-                    await self._say_pending(raw, pod, wellknown.Reason.SLURM_UNAVAILABLE, message)
-                    raise
-                self._jobs.record_submitted(result.job_id, spec)
+
+                async def tell(reason: str, message: str) -> None:
+                    await self._effects.say_pending(raw, reason, message)
+
+                job_id = await self._effects.submit(
+                    spec, what="job", tell=tell, errors=self._metrics.submit_errors
+                )
                 if pod.creation_timestamp is not None:
                     self._metrics.created_to_submitted.observe(_seconds_since(pod.creation_timestamp))
-                log.info("%s: submitted Slurm job %d (%s)", key, result.job_id, spec.name)
+                log.info("%s: submitted Slurm job %d (%s)", key, job_id, spec.name)
             case AddFinalizerAndLabel(job_id=job_id):
-                metadata: dict[str, Any] = {"finalizers": [wellknown.FINALIZER]}
-                if job_id is not None:
-                    metadata["labels"] = {wellknown.LABEL_SLURM_JOB_ID: str(job_id)}
-                patch: dict[str, Any] = {"metadata": metadata}
-                if (tolerations := _with_managed_node_toleration(raw)) is not None:
-                    patch["spec"] = {"tolerations": tolerations}
-                # strategic merge: the finalizer list is merged; tolerations (no merge key) are sent whole
-                await self._kube.patch(PODS, name, patch, namespace=namespace, patch_type=PatchType.STRATEGIC)
+                assert raw is not None
+                await self._effects.prepare(raw, job_id)
             case SetPendingReason(reason=reason, message=message):
-                assert pod is not None
-                await self._say_pending(raw, pod, reason, message)
+                assert raw is not None
+                await self._effects.say_pending(raw, reason, message)
             case BindPod(node_name=node_name, slurm_node=slurm_node, job_id=job_id):
-                assert pod is not None
-                await self._kube.bind_pod(
-                    namespace,
-                    name,
-                    node_name,
-                    uid=pod.uid,
-                    annotations={wellknown.ANNOTATION_SLURM_NODE: slurm_node},
-                )
+                assert raw is not None
+                await self._effects.bind(raw, node_name, slurm_node)
                 job = next((j for j in self._jobs.jobs_for(key) if j.job_id == job_id), None)
                 if job is not None and job.start_time is not None:
                     self._metrics.started_to_bound.observe(max(0.0, _seconds_since(job.start_time)))
                 log.info("%s: bound to %s (Slurm job %d on %s)", key, node_name, job_id, slurm_node)
             case CancelJob(job_id=job_id, outcome=outcome, why=why):
-                job = next((j for j in self._jobs.jobs_for(key) if j.job_id == job_id), None)
-                await end_job(self._slurm, self._jobs, action, job)
+                await self._effects.end_job(action)
                 log.info("%s: ended Slurm job %d (%s; %s)", key, job_id, outcome, why)
             case DeletePod(reason=reason, message=message):
-                assert pod is not None
-                try:
-                    await self._kube.set_pod_condition(
-                        namespace,
-                        name,
-                        condition_type=wellknown.CONDITION_DISRUPTION_TARGET,
-                        status="True",
-                        reason=reason,
-                        message=message,
-                        current=raw,
-                    )
-                except NotFound:
-                    return
-                await self._kube.delete_pod(namespace, name, uid=pod.uid)
-                log.info("%s: deleted (%s: %s)", key, reason, message)
+                assert raw is not None
+                if await self._effects.delete(raw, reason, message):
+                    log.info("%s: deleted (%s: %s)", key, reason, message)
             case RemoveFinalizer():
-                await self._kube.remove_finalizer(
-                    PODS, name, wellknown.FINALIZER, namespace=namespace, current=raw
-                )
+                assert raw is not None
+                await self._effects.release(raw)
             case RecordEvent(reason=reason, message=message, warning=warning):
                 assert raw is not None
-                if warning:
-                    await self._events.warning(raw, reason, message)
-                else:
-                    await self._events.normal(raw, reason, message)
-
-    async def _say_pending(self, raw: KubeObject | None, pod: PodInfo, reason: str, message: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self._kube.set_pod_condition(
-                pod.namespace,
-                pod.name,
-                condition_type=wellknown.CONDITION_POD_SCHEDULED,
-                status="False",
-                reason=reason,
-                message=message,
-                current=raw,
-            )
+                await self._effects.record(raw, reason, message, warning=warning)
 
     async def clean_orphans(self) -> int:
         """Cancel this cluster's jobs whose pod is gone; returns how many. Needs both caches synced."""
@@ -325,26 +209,7 @@ class PodReconciler:
         doomed = plan_orphan_cleanup(
             self._jobs.owned_jobs(), live, self._config.marker_cluster_id, datetime.now(UTC)
         )
-        return await cancel_orphans(self._slurm, self._jobs, doomed, "pod")
-
-
-class SubmitDeferred(Exception):
-    """Not now: retried by the work queue with backoff."""
-
-
-def _with_managed_node_toleration(raw: KubeObject | None) -> list[dict[str, Any]] | None:
-    """The pod's tolerations plus one for the bridged nodes' taint; None when it already tolerates it.
-
-    Tolerations may be added to an existing pod (never removed), so the bridge adds its own instead of
-    asking every user to write it.
-    """
-    existing = list(((raw or {}).get("spec") or {}).get("tolerations") or [])
-    for toleration in existing:
-        if toleration.get("operator") == "Exists" and not toleration.get("key"):
-            return None  # tolerates everything
-        if toleration.get("key") == wellknown.TAINT_MANAGED_NODE:
-            return None
-    return [*existing, {"key": wellknown.TAINT_MANAGED_NODE, "operator": "Exists"}]
+        return await self._effects.cancel_orphans(doomed, "pod")
 
 
 def _seconds_since(moment: datetime) -> float:

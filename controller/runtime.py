@@ -6,6 +6,8 @@ ignores what woke it. This loop, not the reconciler, acts on the outcome:
     returned Result()                       forget the key's failures; done
     returned Result(requeue_after=s)        forget failures; run again in s seconds
     raised TerminalError                    log, forget, drop (no retry)
+    raised RetryLater(why, after=s)         an expected wait (Slurm down, a submit to confirm): one INFO
+                                            line, no traceback; retry after s seconds, or with backoff
     raised anything else / timed out        retry with per-key exponential backoff (+ jitter)
 
 Queue guarantees (as client-go's workqueue): a key is queued at most once however often it is added;
@@ -41,6 +43,14 @@ class Result:
 
 class TerminalError(Exception):
     """Retrying cannot help (bad spec, permanent refusal): the runtime logs and drops the key."""
+
+
+class RetryLater(Exception):
+    """Not now, and nothing is wrong with the code: retry after `after` seconds (None: with backoff)."""
+
+    def __init__(self, why: str, *, after: float | None = None) -> None:
+        super().__init__(why)
+        self.after = after
 
 
 class Reconciler(Protocol):
@@ -429,6 +439,15 @@ class Controller:
             outcome = "terminal_error"
             self.queue.forget(key)
             log.error("%s: %s: terminal error, dropping the key: %s", self.name, key, exc)
+        except RetryLater as exc:
+            outcome = "retry_later"
+            if exc.after is None:
+                delay = self.queue.add_rate_limited(key)
+            else:
+                delay = exc.after
+                self.queue.add_after(key, delay)
+            self._count_retry()
+            log.info("%s: %s: %s; retry in %.2fs", self.name, key, exc, delay)
         except TimeoutError:
             if deadline.expired():
                 outcome = "timeout"

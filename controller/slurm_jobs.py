@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -21,8 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.gang_marker import decode_gang_marker
 from bridge.marker import JobMarker, decode_marker
-from controller.plan import CancelJob
-from slurm_client import Job, JobList, JobNotFound, JobSpec, JobState, SlurmClient, SlurmError
+from slurm_client import Job, JobList, JobSpec, JobState, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -280,36 +279,3 @@ class _CacheMetrics:
         self.bridge_jobs = Gauge(
             "slurm_bridge_placeholder_jobs", "Jobs carrying this bridge's marker.", registry=registry
         )
-
-
-class JobCanceller(Protocol):
-    async def cancel_job(self, job_id: int) -> object: ...
-
-
-async def end_job(slurm: SlurmClient, cache: SlurmJobCache, cancel: CancelJob, job: Job | None) -> None:
-    """End a placeholder job with the pod's outcome: a batch placeholder (or one not known) is signalled
-    (a signal to an external job does nothing, and the plain cancel follows); a job gone counts as done."""
-    signal = cancel.outcome.batch_signal if job is None or job.batch is not False else None
-    try:
-        if signal is not None:
-            await slurm.cancel_job(cancel.job_id, signal, batch_only=True)
-        else:
-            await slurm.cancel_job(cancel.job_id)
-    except JobNotFound:
-        pass  # already gone from slurmctld: nothing left to release
-    cache.poke()
-
-
-async def cancel_orphans(
-    slurm: JobCanceller, cache: SlurmJobCache, doomed: Sequence[CancelJob], what: str
-) -> int:
-    """Cancel the planned orphan jobs (a job already gone counts as done); returns how many were planned."""
-    for cancel in doomed:
-        try:
-            await slurm.cancel_job(cancel.job_id)
-        except JobNotFound:
-            continue
-        log.warning("cancelled orphan %s Slurm job %d: %s", what, cancel.job_id, cancel.why)
-    if doomed:
-        cache.poke()
-    return len(doomed)

@@ -14,14 +14,13 @@ from bridge.gang_marker import GangMarker
 from bridge.gang_translate import gang_job_spec_for, gang_spec_digest, placeholder_gang_job_for
 from bridge.objects import PodCondition, PodInfo
 from bridge.translate import JobOutcome, job_spec_for
-from bridge.wellknown import ANNOTATION_SLURM_NODE, FINALIZER, LABEL_SLURM_JOB_ID, Reason
+from bridge.wellknown import ANNOTATION_SLURM_NODE, FINALIZER, LABEL_SLURM_JOB_ID, GangReason, Reason
 from controller.gang_plan import (
     AddMemberFinalizers,
     BindMembers,
     DeleteMembers,
     GangAction,
     GangObservation,
-    GangReason,
     LabelGroup,
     MemberBinding,
     PodRef,
@@ -538,7 +537,9 @@ SCENARIOS = [
             [RUNNING_42],
         ),
         [
-            CancelJob(42, JobOutcome.FAILURE, "member w-0, w-1 failed: ending the gang and its Slurm job 42"),
+            CancelJob(
+                42, JobOutcome.FAILURE, "member w-0, w-1 failed: ending the gang and its Slurm job 42", "USR2"
+            ),
             RecordGroupEvent(
                 Reason.JOB_RELEASED,
                 "member w-0, w-1 failed: ending the gang and its Slurm job 42",
@@ -584,7 +585,7 @@ SCENARIOS = [
             group(annotations={"scheduler.slinky.slurm.net/gang-failure-policy": "Continue"}),
         ),
         [
-            CancelJob(42, JobOutcome.FAILURE, ALL_ENDED),
+            CancelJob(42, JobOutcome.FAILURE, ALL_ENDED, "USR2"),
             RecordGroupEvent(Reason.JOB_RELEASED, ALL_ENDED, warning=True),
             RemoveMemberFinalizers(refs("w-0", "w-1")),
         ],
@@ -602,7 +603,7 @@ SCENARIOS = [
             [RUNNING_42],
         ),
         [
-            CancelJob(42, JobOutcome.SUCCESS, ALL_ENDED),
+            CancelJob(42, JobOutcome.SUCCESS, ALL_ENDED, "USR1"),
             RecordGroupEvent(Reason.JOB_RELEASED, ALL_ENDED),
             RemoveMemberFinalizers(refs("w-0", "w-1")),
         ],
@@ -691,7 +692,7 @@ SCENARIOS = [
             [RUNNING_42],
             no_group=True,
         ),
-        [CancelJob(42, JobOutcome.FAILURE, GROUP_GONE), RemoveMemberFinalizers(refs("w-0", "w-1"))],
+        [CancelJob(42, JobOutcome.FAILURE, GROUP_GONE, "USR2"), RemoveMemberFinalizers(refs("w-0", "w-1"))],
         id="group-deleted-members-ended-job-released",
     ),
     pytest.param(

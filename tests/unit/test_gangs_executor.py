@@ -14,8 +14,9 @@ import pytest
 from bridge.config import BridgeConfig
 from bridge.gang import gang_key_of
 from bridge.wellknown import ANNOTATION_SLURM_NODE, FINALIZER, LABEL_SLURM_JOB_ID
-from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, records_gang_event
-from controller.pods import SubmitDeferred
+from controller.duties import Duties
+from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
+from controller.runtime import RetryLater
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import (
     COSCHEDULING_POD_GROUPS,
@@ -186,10 +187,10 @@ class Harness:
             CONFIG,
             kube=self.kube,  # type: ignore[arg-type]
             slurm=self.slurm,  # type: ignore[arg-type]
-            pods=self.pods,  # type: ignore[arg-type]
-            pod_groups=self.groups if groups is not None else None,  # type: ignore[arg-type]
+            pods=self.pods,
+            pod_groups=self.groups if groups is not None else None,
             workload_groups=None,
-            nodes=FakeInformer([raw_node(f"node{i}") for i in (1, 2, 3)]),  # type: ignore[arg-type]
+            nodes=FakeInformer([raw_node(f"node{i}") for i in (1, 2, 3)]),
             jobs=self.jobs,
             events=self.events,  # type: ignore[arg-type]
             components=components,
@@ -326,7 +327,7 @@ async def test_gang_events_are_split_by_reason_between_scheduler_and_controller(
     ],
 )
 def test_each_gang_event_reason_has_one_recorder(components: set[str], reason: str, records: bool) -> None:
-    assert records_gang_event(components, reason) is records
+    assert Duties.of(components).records(reason) is records
 
 
 @pytest.mark.parametrize(
@@ -361,11 +362,11 @@ async def test_an_ambiguous_submit_failure_holds_the_next_submit() -> None:
         [raw_group()],
         slurm=FakeSlurm(fail=SlurmTransportError("reset", sent=True)),
     )
-    with pytest.raises(SlurmTransportError):
+    with pytest.raises(RetryLater, match="cannot submit to Slurm: reset"):
         await h.reconciler.reconcile(KEY)
     assert {c[4] for c in h.kube.of("condition")} == {"SlurmUnavailable"}
     h.slurm.fail = None
-    with pytest.raises(SubmitDeferred):
+    with pytest.raises(RetryLater):
         await h.reconciler.reconcile(KEY)
     assert h.slurm.submitted == []
 

@@ -340,7 +340,7 @@ SCENARIOS = [
         pod(label=42, node="k8s-node-1", phase="Succeeded"),
         [job(42, JobState.RUNNING, nodes=("node1",))],
         [
-            CancelJob(42, JobOutcome.SUCCESS, "pod Succeeded"),
+            CancelJob(42, JobOutcome.SUCCESS, "pod Succeeded", "USR1"),
             RecordEvent(Reason.JOB_RELEASED, "pod Succeeded: ending Slurm job 42"),
             RemoveFinalizer(),
         ],
@@ -350,7 +350,7 @@ SCENARIOS = [
         pod(label=42, node="k8s-node-1", phase="Failed", deleting=True),
         [job(42, JobState.RUNNING, nodes=("node1",))],
         [
-            CancelJob(42, JobOutcome.FAILURE, "pod Failed"),
+            CancelJob(42, JobOutcome.FAILURE, "pod Failed", "USR2"),
             RecordEvent(Reason.JOB_RELEASED, "pod Failed: ending Slurm job 42"),
             RemoveFinalizer(),
         ],

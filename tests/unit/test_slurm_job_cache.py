@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 
-from bridge.wellknown import Reason
-from controller.plan import BindPod, CancelJob, RecordEvent, SubmitJob
-from controller.pods import CONTROLLER_EVENTS, SCHEDULER_EVENTS, _with_managed_node_toleration, duties
 from controller.slurm_jobs import SlurmJobCache
 from slurm_client import Job, JobList, JobSpec, JobState, SlurmTransportError
 
@@ -96,28 +93,6 @@ async def test_poll_errors_keep_the_last_state_and_mark_unhealthy() -> None:
 
 
 @pytest.mark.parametrize(
-    ("components", "acts", "skips"),
-    [
-        ({"scheduler"}, [SubmitJob, CancelJob], [BindPod]),
-        ({"controller"}, [BindPod, CancelJob], [SubmitJob]),
-        ({"scheduler", "controller"}, [SubmitJob, BindPod, CancelJob], []),
-    ],
-    ids=["scheduler", "controller", "both"],
-)
-def test_duties_split_actions(components: set[str], acts: list[type], skips: list[type]) -> None:
-    actions, _ = duties(components)
-    assert all(a in actions for a in acts)
-    assert not any(a in actions for a in skips)
-    assert RecordEvent in actions
-
-
-def test_every_event_reason_has_exactly_one_owner() -> None:
-    assert set(Reason) == CONTROLLER_EVENTS | SCHEDULER_EVENTS
-    assert not CONTROLLER_EVENTS & SCHEDULER_EVENTS
-    assert duties({"scheduler", "controller"})[1] == set(Reason)
-
-
-@pytest.mark.parametrize(
     ("user", "ours"),
     [("slurm", True), (None, True), ("root", False), ("alice", False)],
     ids=["bridge-user", "user-unknown", "root", "other-user"],
@@ -136,24 +111,6 @@ def test_ambiguous_submit_holds_submits_until_a_later_poll() -> None:
     assert not cache.settled
     cache._last_poll_started = float("inf")  # a poll that began after the failure succeeded
     assert cache.settled
-
-
-TAINT = {"key": "slinky.slurm.net/managed-node", "operator": "Exists"}
-
-
-@pytest.mark.parametrize(
-    ("tolerations", "expected"),
-    [
-        (None, [TAINT]),
-        ([{"key": "other", "operator": "Exists"}], [{"key": "other", "operator": "Exists"}, TAINT]),
-        ([{"key": "slinky.slurm.net/managed-node", "operator": "Equal", "value": "x"}], None),
-        ([{"operator": "Exists"}], None),
-    ],
-    ids=["none", "keeps-others", "already", "tolerates-all"],
-)
-def test_bridge_adds_its_toleration_once(tolerations: list[dict[str, str]] | None, expected: object) -> None:
-    raw = {"spec": {"tolerations": tolerations}} if tolerations is not None else {"spec": {}}
-    assert _with_managed_node_toleration(raw) == expected
 
 
 GANG_MARKER = (

@@ -1,0 +1,187 @@
+"""The effects the pod and gang executors have on pods and Slurm jobs, each written once.
+
+Planners decide (controller/plan.py, controller/gang_plan.py); executors walk the plan and call these.
+Every effect is idempotent, acts only on the pod incarnation (UID) the plan saw, and treats "already
+gone" as done. A failure raises: the work queue retries the whole key (controller/runtime.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import Counter
+
+from bridge.wellknown import (
+    ANNOTATION_SLURM_NODE,
+    CONDITION_DISRUPTION_TARGET,
+    CONDITION_POD_SCHEDULED,
+    FINALIZER,
+    LABEL_SLURM_JOB_ID,
+    TAINT_MANAGED_NODE,
+    Reason,
+)
+from controller.plan import CancelJob
+from controller.ports import Events, JobIndex, JobSubmitter, PodWriter
+from controller.runtime import RetryLater
+from kube_client import PODS, KubeObject, NotFound, PatchType
+from slurm_client import InvalidRequest, JobNotFound, JobSpec, SlurmError, SlurmTransportError
+
+log = logging.getLogger(__name__)
+
+# A job Slurm refused (unknown partition or account, impossible size, ...) is asked for again this often:
+# the user or the Slurm admin may fix it; a fixed annotation wakes the pod at once anyway.
+REFUSED_RETRY_SECONDS = 60.0
+
+# Tells the pods waiting on a submit why it did not happen: (reason, message).
+TellPending = Callable[[Reason, str], Awaitable[None]]
+
+
+class PodEffects:
+    def __init__(self, *, kube: PodWriter, slurm: JobSubmitter, jobs: JobIndex, events: Events) -> None:
+        self._kube = kube
+        self._slurm = slurm
+        self._jobs = jobs
+        self._events = events
+
+    # --- Slurm ----------------------------------------------------------------------------------------
+
+    async def submit(self, spec: JobSpec, *, what: str, tell: TellPending, errors: Counter) -> int:
+        """Submit the placeholder job; returns its id, recorded in the job index (write-through).
+
+        Never submits blindly twice: while an earlier submit's outcome is unknown, or after one whose
+        outcome is unknown, it waits for the next poll of Slurm's job list.
+        """
+        if not self._jobs.settled:
+            raise RetryLater("an earlier submit may have created a job; waiting for the next poll")
+        try:
+            result = await self._slurm.submit_job(spec)
+        except InvalidRequest as error:
+            errors.inc()
+            await tell(Reason.INVALID_JOB_OPTIONS, f"Slurm refused the {what}: {error}")
+            raise RetryLater(f"Slurm refused the {what}: {error}", after=REFUSED_RETRY_SECONDS) from error
+        except SlurmError as error:
+            errors.inc()
+            if not (isinstance(error, SlurmTransportError) and not error.sent):
+                self._jobs.submit_outcome_unknown()  # it may exist: never submit blindly again
+            await tell(Reason.SLURM_UNAVAILABLE, f"cannot submit to Slurm ({error}); retrying")
+            raise RetryLater(f"cannot submit to Slurm: {error}") from error
+        self._jobs.record_submitted(result.job_id, spec)
+        return result.job_id
+
+    async def end_job(self, action: CancelJob) -> None:
+        """End a placeholder job as planned: signalled with the pod's outcome, or cancelled; a job
+        already gone from slurmctld counts as ended."""
+        try:
+            if action.signal is not None:
+                await self._slurm.cancel_job(action.job_id, action.signal, batch_only=True)
+            else:
+                await self._slurm.cancel_job(action.job_id)
+        except JobNotFound:
+            pass
+        self._jobs.poke()
+
+    async def cancel_orphans(self, doomed: Sequence[CancelJob], what: str) -> int:
+        """Cancel the planned orphan jobs; returns how many were planned. A job already gone counts as
+        done; any other failure is logged and left for the next sweep (a sweep never ends the process)."""
+        for cancel in doomed:
+            try:
+                await self._slurm.cancel_job(cancel.job_id)
+            except JobNotFound:
+                continue
+            except SlurmError as error:
+                log.warning(
+                    "cannot cancel orphan %s Slurm job %d (%s); next sweep", what, cancel.job_id, error
+                )
+                continue
+            log.warning("cancelled orphan %s Slurm job %d: %s", what, cancel.job_id, cancel.why)
+        if doomed:
+            self._jobs.poke()
+        return len(doomed)
+
+    # --- pods -----------------------------------------------------------------------------------------
+
+    async def prepare(self, pod: KubeObject, job_id: int | None) -> None:
+        """One patch: the bridge finalizer, the job-id label (when known) and the managed-node toleration.
+
+        metadata.uid is a precondition, so a same-named successor of the pod is never patched.
+        """
+        namespace, name, uid = _identity(pod)
+        metadata: dict[str, Any] = {"finalizers": [FINALIZER]}
+        if uid is not None:
+            metadata["uid"] = uid
+        if job_id is not None:
+            metadata["labels"] = {LABEL_SLURM_JOB_ID: str(job_id)}
+        patch: dict[str, Any] = {"metadata": metadata}
+        if (tolerations := with_managed_node_toleration(pod)) is not None:
+            patch["spec"] = {"tolerations": tolerations}
+        # strategic merge: the finalizer list is merged; tolerations (no merge key) are sent whole
+        await self._kube.patch(PODS, name, patch, namespace=namespace, patch_type=PatchType.STRATEGIC)
+
+    async def set_condition(
+        self, pod: KubeObject, condition_type: str, status: str, reason: str, message: str
+    ) -> bool:
+        """Upsert one condition; False when the pod is gone."""
+        namespace, name, _uid = _identity(pod)
+        try:
+            await self._kube.set_pod_condition(
+                namespace,
+                name,
+                condition_type=condition_type,
+                status=status,
+                reason=reason,
+                message=message,
+                current=pod,
+            )
+        except NotFound:
+            return False
+        return True
+
+    async def say_pending(self, pod: KubeObject, reason: str, message: str) -> bool:
+        return await self.set_condition(pod, CONDITION_POD_SCHEDULED, "False", reason, message)
+
+    async def bind(self, pod: KubeObject, node_name: str, slurm_node: str) -> None:
+        namespace, name, uid = _identity(pod)
+        annotations = {ANNOTATION_SLURM_NODE: slurm_node}
+        await self._kube.bind_pod(namespace, name, node_name, uid=uid, annotations=annotations)
+
+    async def delete(self, pod: KubeObject, reason: str, message: str) -> bool:
+        """DisruptionTarget=True (reason, message), as kube-scheduler marks a preempted pod, then delete
+        (that incarnation only). False when the pod is gone already."""
+        if not await self.set_condition(pod, CONDITION_DISRUPTION_TARGET, "True", reason, message):
+            return False
+        namespace, name, uid = _identity(pod)
+        await self._kube.delete_pod(namespace, name, uid=uid)
+        return True
+
+    async def release(self, pod: KubeObject) -> None:
+        """Remove the bridge's finalizer."""
+        namespace, name, _uid = _identity(pod)
+        await self._kube.remove_finalizer(PODS, name, FINALIZER, namespace=namespace, current=pod)
+
+    async def record(self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None:
+        if warning:
+            await self._events.warning(involved, reason, message)
+        else:
+            await self._events.normal(involved, reason, message)
+
+
+def with_managed_node_toleration(pod: KubeObject) -> list[dict[str, Any]] | None:
+    """The pod's tolerations plus one for the bridged nodes' taint; None when it already tolerates it.
+
+    Tolerations may be added to an existing pod (never removed), so the bridge adds its own instead of
+    asking every user to write it.
+    """
+    existing = list((pod.get("spec") or {}).get("tolerations") or [])
+    for toleration in existing:
+        if toleration.get("operator") == "Exists" and not toleration.get("key"):
+            return None  # tolerates everything
+        if toleration.get("key") == TAINT_MANAGED_NODE:
+            return None
+    return [*existing, {"key": TAINT_MANAGED_NODE, "operator": "Exists"}]
+
+
+def _identity(pod: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace") or "default"), str(meta["name"]), meta.get("uid") or None
