@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -43,11 +42,7 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NODES = {"node1": "k8s-node-1", "node2": "k8s-node-2", "node3": "k8s-node-3"}
 KEY = GangKey(namespace="ml", kind=GangKind.COSCHEDULING, name="train")
 
-with pytest.MonkeyPatch.context() as _env:
-    for _name in os.environ:
-        if _name.startswith("SLURM_BRIDGE_"):
-            _env.delenv(_name)
-    CONFIG = BridgeConfig(cluster_id="c1", namespaces=("ml",))
+CONFIG = BridgeConfig(cluster_id="c1", namespaces=("ml",))
 
 
 def pod(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -20,12 +19,8 @@ from slurm_client import JobSpec
 
 UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
-with pytest.MonkeyPatch.context() as _env:
-    for _name in os.environ:
-        if _name.startswith("SLURM_BRIDGE_"):
-            _env.delenv(_name)
-    CONFIG = BridgeConfig(cluster_id="c1")
-    CONFIG_WITH_DEFAULT_LIMIT = BridgeConfig(cluster_id="c1", slurm={"default_time_limit_minutes": 30})
+CONFIG = BridgeConfig(cluster_id="c1")
+CONFIG_WITH_DEFAULT_LIMIT = BridgeConfig(cluster_id="c1", slurm={"default_time_limit_minutes": 30})
 
 
 def member(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -31,11 +30,7 @@ from slurm_client import Job, JobSpec, JobState, Partition, SlurmTransportError,
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 KEY = "ml/podgroup.scheduling.x-k8s.io/train"
 
-with pytest.MonkeyPatch.context() as _env:
-    for _name in os.environ:
-        if _name.startswith("SLURM_BRIDGE_"):
-            _env.delenv(_name)
-    CONFIG = BridgeConfig(cluster_id="c1", namespaces=("ml",))
+CONFIG = BridgeConfig(cluster_id="c1", namespaces=("ml",))
 
 
 def raw_pod(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,12 +38,7 @@ EARLIER_UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NODES = {"node1": "k8s-node-1", "node2": "k8s-node-2"}
 
-# Built without the process environment, so SLURM_BRIDGE_* variables cannot change the expectations.
-with pytest.MonkeyPatch.context() as _env:
-    for _name in os.environ:
-        if _name.startswith("SLURM_BRIDGE_"):
-            _env.delenv(_name)
-    CONFIG = BridgeConfig(cluster_id="c1")
+CONFIG = BridgeConfig(cluster_id="c1")
 
 
 def pod(

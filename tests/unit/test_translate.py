@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from typing import Any
 
@@ -24,13 +23,6 @@ from bridge.wellknown import Reason
 
 UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 GiB = 1024
-
-
-@pytest.fixture(autouse=True)
-def _no_bridge_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in os.environ:
-        if name.startswith("SLURM_BRIDGE_"):
-            monkeypatch.delenv(name)
 
 
 def config(**fields: Any) -> BridgeConfig:
