@@ -39,19 +39,17 @@ from controller.nodeset_plan import (
     plan_nodeset,
     selector_of,
 )
+from controller.ports import Events, NodeSetSlurm, NodeSetWriter, ObjectCache
 from controller.runtime import Result
 from kube_client import (
     NODESETS,
     PODS,
     AlreadyExists,
-    EventRecorder,
-    Informer,
-    KubeClient,
     KubeObject,
     upsert_condition,
     utc_now_rfc3339,
 )
-from slurm_client import NodeUpdate, PartitionNotFound, SlurmClient, SlurmError
+from slurm_client import NodeUpdate, PartitionNotFound, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +77,11 @@ class NodeSetReconciler:
     def __init__(
         self,
         *,
-        kube: KubeClient,
-        slurm: SlurmClient,
-        nodesets: Informer,
-        pods: Informer,
-        events: EventRecorder,
+        kube: NodeSetWriter,
+        slurm: NodeSetSlurm,
+        nodesets: ObjectCache,
+        pods: ObjectCache,
+        events: Events,
         resync_seconds: float = 15.0,
     ) -> None:
         self._kube = kube

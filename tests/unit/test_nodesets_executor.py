@@ -1,0 +1,220 @@
+"""The NodeSet executor (controller/nodesets.py) against the in-memory fakes: for a NodeSet, its slurmd pods
+and Slurm's view of its nodes, what it writes to Kubernetes and Slurm and what it leaves alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bridge.wellknown import ANNOTATION_PARTITION, LABEL_APP_INSTANCE, LABEL_APP_NAME, SLURMD_APP
+from controller.nodeset_plan import drain_reason
+from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
+from kube_client import KubeObject
+from slurm_client import Job, JobState, Node, NodeState, Partition, SlurmApiError, SlurmTransportError
+from tests.fakes.kube import FakeCache, FakeEvents, FakeKube
+from tests.fakes.slurm import FakeSlurm
+
+NODESET_UID = "5a6e3f3c-5a2d-4b8f-9d0a-6c9d3a1f2b11"
+KEY = "ops/ns"
+DECLARED = tuple(f"ns-{i}" for i in range(4))
+OURS = drain_reason("ops", "ns")
+
+
+def nodeset(replicas: int) -> KubeObject:
+    return {
+        "apiVersion": "slinky.slurm.net/v1beta1",
+        "kind": "NodeSet",
+        "metadata": {
+            "name": "ns",
+            "namespace": "ops",
+            "uid": NODESET_UID,
+            "generation": 3,
+            "annotations": {ANNOTATION_PARTITION: "nodeset"},
+        },
+        "spec": {"replicas": replicas},
+    }
+
+
+def slurmd_pod(i: int, *, owner: str = NODESET_UID) -> KubeObject:
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": f"ns-{i}",
+            "namespace": "ops",
+            "uid": f"uid-{i}",
+            "labels": {LABEL_APP_NAME: SLURMD_APP, LABEL_APP_INSTANCE: "ns"},
+            "ownerReferences": [{"uid": owner, "controller": True, "kind": "NodeSet", "name": "ns"}],
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def node(i: int, state: NodeState = NodeState.IDLE, *, drain: str | None = None, cpus: int = 0) -> Node:
+    flags = frozenset({"DRAIN"}) if drain is not None else frozenset()
+    return Node(
+        name=f"ns-{i}", state=state, state_flags=flags, reason=drain, cpus_total=4, cpus_allocated=cpus
+    )
+
+
+@dataclass
+class Case:
+    id: str
+    replicas: int
+    pods: list[int]
+    nodes: list[Node]
+    kube: list[tuple[Any, ...]] = field(default_factory=list)  # pod creates/deletes, in order
+    slurm: list[tuple[str, str | None]] = field(default_factory=list)  # node updates, in order
+    condition: tuple[str, str] = ("True", "Scaled")
+    events: list[str] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    partition: bool = True
+    slurm_down: bool = False
+    refuse_update: bool = False
+    foreign_pod: bool = False
+
+
+CASES = [
+    Case(
+        "scale out: the lowest free ordinals",
+        2,
+        [],
+        [],
+        kube=[("create", "pods", "ns-0"), ("create", "pods", "ns-1")],
+        condition=("False", "ScalingOut"),
+        events=["CreatedPod", "CreatedPod"],
+    ),
+    Case("steady: nothing to do", 1, [0], [node(0)]),
+    Case(
+        "scale in: drain the idle node first, delete nothing yet",
+        1,
+        [0, 1],
+        [node(0, NodeState.ALLOCATED, cpus=4), node(1)],
+        slurm=[("ns-1", "DRAIN")],
+        condition=("False", "ScalingIn"),
+        events=["Draining"],
+    ),
+    Case(
+        "scale in: a drained idle node loses its pod, then returns to FUTURE",
+        1,
+        [0, 1],
+        [node(0), node(1, drain=OURS)],
+        kube=[("delete", "pods", "ns-1", "uid-1")],
+        condition=("False", "Draining"),
+        events=["DeletedPod"],
+    ),
+    Case(
+        "scale in waits on a running job: nothing deleted, the job named",
+        1,
+        [0, 1],
+        [node(0), node(1, NodeState.ALLOCATED, drain=OURS, cpus=4)],
+        jobs=[Job(job_id=42, name="j", state=JobState.RUNNING, nodes=("ns-1",))],
+        condition=("False", "Draining"),
+    ),
+    Case(
+        "Slurm unreachable: nothing created or deleted",
+        0,
+        [0],
+        [node(0)],
+        slurm_down=True,
+        condition=("False", "SlurmUnavailable"),
+        events=["SlurmUnavailable"],
+    ),
+    Case(
+        "unknown partition: nothing created or deleted",
+        0,
+        [0],
+        [node(0)],
+        partition=False,
+        condition=("False", "UnknownPartition"),
+        events=["UnknownPartition"],
+    ),
+    Case(
+        "a refused drain stops the plan: nothing deleted",
+        0,
+        [0],
+        [node(0)],
+        refuse_update=True,
+        condition=("False", "DrainRefused"),
+        events=["DrainRefused"],
+    ),
+    Case(
+        "a node someone else drained is left alone",
+        0,
+        [0],
+        [node(0, drain="maintenance by ops")],
+        condition=("False", "DrainedByOthers"),
+        events=["DrainedByOthers"],
+    ),
+    Case(
+        "a pod another owner controls is neither counted nor deleted",
+        0,
+        [],
+        [],
+        foreign_pod=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_nodeset_executor(case: Case) -> None:
+    pods = [slurmd_pod(i) for i in case.pods]
+    if case.foreign_pod:
+        pods.append(slurmd_pod(5, owner="someone-else"))
+    partitions = [Partition(name="nodeset", nodes=DECLARED)] if case.partition else []
+    slurm = FakeSlurm(partitions=partitions, nodes=case.nodes, jobs=case.jobs)
+    if case.slurm_down:
+        slurm.fail = SlurmTransportError("connection refused", sent=False)
+    if case.refuse_update:
+        slurm.fail_update = SlurmApiError("Invalid node state specified", status=500)
+    kube, events = FakeKube(), FakeEvents()
+    reconciler = NodeSetReconciler(
+        kube=kube,
+        slurm=slurm,
+        nodesets=FakeCache([nodeset(case.replicas)]),
+        pods=FakeCache(pods, indexes={NODESET_INDEX: nodeset_of_pod}),
+        events=events,
+    )
+    await reconciler.reconcile(KEY)
+    assert [c for c in kube.calls if c[0] in ("create", "delete")] == case.kube
+    assert slurm.node_updates == case.slurm
+    status = [c[4]["status"] for c in kube.calls if c[0] == "patch" and c[3] == "status"]
+    assert len(status) == 1
+    (condition,) = status[0]["conditions"]
+    assert (condition["status"], condition["reason"]) == case.condition
+    assert condition["observedGeneration"] == 3
+    assert status[0]["replicas"] == len(case.pods)
+    assert events.reasons() == case.events
+
+
+async def test_a_gone_nodeset_writes_nothing() -> None:
+    kube = FakeKube()
+    reconciler = NodeSetReconciler(
+        kube=kube,
+        slurm=FakeSlurm(),
+        nodesets=FakeCache(),
+        pods=FakeCache(indexes={NODESET_INDEX: nodeset_of_pod}),
+        events=FakeEvents(),
+    )
+    await reconciler.reconcile(KEY)
+    assert kube.calls == []
+
+
+async def test_an_unchanged_status_is_not_written_again() -> None:
+    slurm = FakeSlurm(partitions=[Partition(name="nodeset", nodes=DECLARED)], nodes=[node(0)])
+    kube = FakeKube()
+    cache = FakeCache([nodeset(1)])
+    reconciler = NodeSetReconciler(
+        kube=kube,
+        slurm=slurm,
+        nodesets=cache,
+        pods=FakeCache([slurmd_pod(0)], indexes={NODESET_INDEX: nodeset_of_pod}),
+        events=FakeEvents(),
+    )
+    await reconciler.reconcile(KEY)
+    written = kube.calls[-1][4]["status"]
+    cache.put({**nodeset(1), "status": written})
+    kube.calls.clear()
+    await reconciler.reconcile(KEY)
+    assert kube.calls == []
