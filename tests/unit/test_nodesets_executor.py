@@ -92,7 +92,7 @@ CASES = [
         [0, 1],
         [node(0, NodeState.ALLOCATED, cpus=4), node(1)],
         slurm=[("ns-1", "DRAIN")],
-        condition=("False", "ScalingIn"),
+        condition=("False", "Draining"),
         events=["Draining"],
     ),
     Case(
@@ -101,7 +101,7 @@ CASES = [
         [0, 1],
         [node(0), node(1, drain=OURS)],
         kube=[("delete", "pods", "ns-1", "uid-1")],
-        condition=("False", "Draining"),
+        condition=("False", "ScalingIn"),
         events=["DeletedPod"],
     ),
     Case(
