@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,16 +16,17 @@ from bridge.wellknown import ANNOTATION_SLURM_NODE, FINALIZER, LABEL_SLURM_JOB_I
 from controller.duties import Duties
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.runtime import RetryLater
-from controller.slurm_jobs import SlurmJobCache
 from kube_client import (
     COSCHEDULING_POD_GROUPS,
     WORKLOAD_POD_GROUPS,
     KubeObject,
     NotFound,
+    PatchType,
     ResourceRef,
     serves,
 )
-from slurm_client import Job, JobSpec, JobState, Partition, SlurmTransportError, SubmitResult
+from slurm_client import CancelOutcome, Job, JobSpec, JobState, Partition, SlurmTransportError, SubmitResult
+from tests.fakes.slurm import FakeJobIndex
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 KEY = "ml/podgroup.scheduling.x-k8s.io/train"
@@ -110,21 +111,57 @@ class FakeKube:
     async def get(self, ref: ResourceRef, name: str, *, namespace: str | None = None) -> KubeObject:
         raise NotFound(404, "NotFound", name)
 
-    async def patch(self, ref: ResourceRef, name: str, patch: Any, **kw: Any) -> KubeObject:
-        self.calls.append(("patch", ref.plural, name, kw.get("subresource"), copy.deepcopy(patch)))
+    async def patch(
+        self,
+        ref: ResourceRef,
+        name: str,
+        patch: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: PatchType = PatchType.MERGE,
+    ) -> KubeObject:
+        self.calls.append(("patch", ref.plural, name, subresource, copy.deepcopy(patch)))
         return {}
 
-    async def bind_pod(self, namespace: str, name: str, node: str, **kw: Any) -> None:
-        self.calls.append(("bind", name, node, kw["annotations"][ANNOTATION_SLURM_NODE]))
+    async def bind_pod(
+        self,
+        namespace: str,
+        name: str,
+        node_name: str,
+        *,
+        uid: str | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        self.calls.append(("bind", name, node_name, (annotations or {})[ANNOTATION_SLURM_NODE]))
 
-    async def delete_pod(self, namespace: str, name: str, **kw: Any) -> bool:
+    async def delete_pod(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
         self.calls.append(("delete", name))
         return True
 
-    async def set_pod_condition(self, namespace: str, name: str, **kw: Any) -> None:
-        self.calls.append(("condition", name, kw["condition_type"], kw["status"], kw["reason"]))
+    async def set_pod_condition(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        condition_type: str,
+        status: str,
+        reason: str = "",
+        message: str = "",
+        current: Mapping[str, Any] | None = None,
+    ) -> KubeObject | None:
+        self.calls.append(("condition", name, condition_type, status, reason))
+        return None
 
-    async def remove_finalizer(self, ref: ResourceRef, name: str, finalizer: str, **kw: Any) -> bool:
+    async def remove_finalizer(
+        self,
+        ref: ResourceRef,
+        name: str,
+        finalizer: str,
+        *,
+        namespace: str | None = None,
+        current: Mapping[str, Any] | None = None,
+    ) -> bool:
         self.calls.append(("unfinalize", name))
         return True
 
@@ -144,8 +181,11 @@ class FakeSlurm:
         self.submitted.append(spec)
         return SubmitResult(job_id=100 + len(self.submitted))
 
-    async def cancel_job(self, job_id: int, *args: Any, **kw: Any) -> None:
-        self.cancelled.append((job_id, *args))
+    async def cancel_job(
+        self, job_id: int, signal: str | int | None = None, *, batch_only: bool = False
+    ) -> CancelOutcome:
+        self.cancelled.append((job_id, signal) if signal is not None else (job_id,))
+        return CancelOutcome.SIGNALLED
 
     async def list_partitions(self) -> tuple[Partition, ...]:
         return (Partition(name="slurm-bridge", total_nodes=3, default=True),)
@@ -155,11 +195,13 @@ class FakeEvents:
     def __init__(self) -> None:
         self.said: list[tuple[str, str, str]] = []
 
-    async def normal(self, involved: KubeObject, reason: str, message: str) -> None:
+    async def normal(self, involved: Mapping[str, Any], reason: str, message: str) -> KubeObject | None:
         self.said.append(("Normal", involved["kind"], reason))
+        return None
 
-    async def warning(self, involved: KubeObject, reason: str, message: str) -> None:
+    async def warning(self, involved: Mapping[str, Any], reason: str, message: str) -> KubeObject | None:
         self.said.append(("Warning", involved["kind"], reason))
+        return None
 
 
 class Harness:
@@ -170,24 +212,24 @@ class Harness:
         *,
         slurm: FakeSlurm | None = None,
         components: frozenset[str] = frozenset({"scheduler", "controller"}),
+        jobs: FakeJobIndex | None = None,
     ):
         self.kube = FakeKube()
         self.slurm = slurm or FakeSlurm()
         self.events = FakeEvents()
         self.pods = FakeInformer(pods)
         self.groups = FakeInformer(groups or [])
-        self.jobs = SlurmJobCache(self.slurm, "c1", owner=None, poll_interval=1, on_change=lambda _k: None)  # type: ignore[arg-type]
-        self.jobs._synced.set()
+        self.jobs = jobs if jobs is not None else FakeJobIndex("c1")
         self.reconciler = GangReconciler(
             CONFIG,
-            kube=self.kube,  # type: ignore[arg-type]
-            slurm=self.slurm,  # type: ignore[arg-type]
+            kube=self.kube,
+            slurm=self.slurm,
             pods=self.pods,
             pod_groups=self.groups if groups is not None else None,
             workload_groups=None,
             nodes=FakeInformer([raw_node(f"node{i}") for i in (1, 2, 3)]),
             jobs=self.jobs,
-            events=self.events,  # type: ignore[arg-type]
+            events=self.events,
             components=components,
             metrics=GangMetrics(None),
             now=lambda: NOW,
@@ -195,7 +237,7 @@ class Harness:
 
     def slurm_says(self, *jobs: Job) -> None:
         """A poll that started after every submit: the provisional jobs give way to these."""
-        self.jobs._replace(jobs, poll_started=float("inf"))
+        self.jobs.jobs = list(jobs)
 
     def running(self, spec: JobSpec, job_id: int = 101, nodes: tuple[str, ...] = ("node1", "node2")) -> Job:
         return Job(job_id=job_id, name=spec.name, state=JobState.RUNNING, comment=spec.comment, nodes=nodes)
@@ -283,8 +325,9 @@ async def test_gang_events_are_split_by_reason_between_scheduler_and_controller(
     await h.reconciler.reconcile(KEY)  # a one-process bridge submitted the job
     spec = h.slurm.submitted[0]
     h.slurm_says(Job(job_id=101, name=spec.name, state=JobState.PENDING, comment=spec.comment))
-    apart = Harness([raw_pod("w-0"), raw_pod("w-1")], [raw_group()], components=frozenset(components))
-    apart.reconciler._jobs = h.jobs
+    apart = Harness(
+        [raw_pod("w-0"), raw_pod("w-1")], [raw_group()], components=frozenset(components), jobs=h.jobs
+    )
     await apart.reconciler.reconcile(KEY)  # the job is seen: "holds the places of 2 members"
     assert [e for e in apart.events.said if e[2] == "SlurmJobSubmitted"] == submitted
     h.slurm_says(h.running(spec))
