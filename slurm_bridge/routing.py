@@ -11,13 +11,16 @@ from collections.abc import Callable
 
 from bridge.gang import GangKey, GangKind, planned_gang_key
 from controller.gangs import GANG_INDEX
+from controller.ports import ObjectCache
 from controller.runtime import WorkQueue
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import Informer, KubeObject, split_key
 
 
 class EventRouter:
-    def __init__(self, pod_queue: WorkQueue, gang_queue: WorkQueue, workload_groups: Informer | None) -> None:
+    def __init__(
+        self, pod_queue: WorkQueue, gang_queue: WorkQueue, workload_groups: ObjectCache | None
+    ) -> None:
         self._pods = pod_queue
         self._gangs = gang_queue
         self._workload_groups = workload_groups

@@ -18,6 +18,7 @@ from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
 from controller.pods import PodMetrics, PodReconciler
+from controller.ports import ObjectReader
 from controller.runtime import Backoff, Controller, ControllerMetrics, WorkQueue
 from controller.slurm_jobs import SlurmJobCache
 from kube_client import (
@@ -354,7 +355,7 @@ def lease_name(base: str, components: Collection[str]) -> str:
     return base if len(duties) == 2 else f"{base}-{'-'.join(duties)}"
 
 
-async def resolve_cluster_id(config: BridgeConfig, kube: KubeClient) -> BridgeConfig:
+async def resolve_cluster_id(config: BridgeConfig, kube: ObjectReader) -> BridgeConfig:
     """The config with `cluster_id` set: as configured, else the kube-system namespace's UID."""
     if config.cluster_id is not None:
         return config
