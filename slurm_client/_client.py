@@ -34,6 +34,7 @@ from ._errors import (
     JobAlreadyFinished,
     JobNotFound,
     MalformedResponse,
+    MissingCollection,
     NodeNotFound,
     PartitionNotFound,
     SlurmError,
@@ -66,7 +67,7 @@ from ._versions import (
     offered_versions,
     spec_paths,
 )
-from ._wire import JsonDict, WireRequest, error_entries, result_errors
+from ._wire import JsonDict, WireRequest, error_entries, result_errors, warning_texts
 
 _log = logging.getLogger("slurm_client")
 
@@ -112,6 +113,14 @@ def _epoch(value: datetime | int | None) -> int | None:
             raise ValueError("update_time must be timezone-aware (UTC)")
         return int(value.timestamp())
     return int(value)
+
+
+# How far behind our own clock the update_time cursor is set when Slurm does not say its time.
+LOCAL_CURSOR_MARGIN_SECONDS = 5
+
+
+def _cursor(since: int | None, asked_at: int) -> datetime:
+    return datetime.fromtimestamp(since if since is not None else asked_at - LOCAL_CURSOR_MARGIN_SECONDS, UTC)
 
 
 def _signal_name(signal: str | int | None) -> str | None:
@@ -428,14 +437,18 @@ class SlurmClient:
         asked_at = int(time.time())
         request = api.list_jobs(since)
         reply = await self._execute(request)
-        # One second back: a change in the very second of this call is seen by the next poll.
-        next_update_time = datetime.fromtimestamp(asked_at - 1, UTC)
         if reply.status == 304:
-            return JobList(not_modified=True, next_update_time=next_update_time)
+            # Nothing changed since `since`: keep it (Slurm's own clock decided, not ours).
+            return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
         jobs = api.parse_jobs(reply.body, request.what)
         if since is not None and not jobs and api.unchanged_since(reply.body):
-            return JobList(not_modified=True, next_update_time=next_update_time)
-        return JobList(jobs=tuple(jobs), next_update_time=next_update_time)
+            return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
+        # slurmctld's own time of this answer; it compares `update_time - 1` with its last change, so
+        # a change in that very second is seen by the next poll. Without it (REST v0.0.38), our clock
+        # minus a margin: a bridge clock slightly ahead of slurmctld's must not hide a change.
+        server_time = api.server_time(reply.body)
+        next_update = server_time if server_time is not None else asked_at - LOCAL_CURSOR_MARGIN_SECONDS
+        return JobList(jobs=tuple(jobs), next_update_time=datetime.fromtimestamp(next_update, UTC))
 
     async def get_job(self, job_id: int) -> Job:
         api = await self._api()
@@ -539,7 +552,15 @@ class SlurmClient:
         api = await self._api()
         request = api.get_partition(name)
         reply = await self._execute(request)
-        for partition in api.parse_partitions(reply.body, request.what):
+        try:
+            partitions = api.parse_partitions(reply.body, request.what)
+        except MissingCollection:
+            # 26.05 answers an unknown partition with HTTP 200, no list and a warning saying so;
+            # without that warning a missing list stays an error, never a "not found".
+            if not warning_texts(reply.body):
+                raise
+            partitions = []
+        for partition in partitions:
             if partition.name == name:
                 return partition
         raise PartitionNotFound(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ._errors import MalformedResponse, SlurmErrorEntry
+from ._errors import MalformedResponse, MissingCollection, SlurmErrorEntry
 from ._models import JobState, NodeState
 
 JsonDict = dict[str, Any]
@@ -200,12 +200,18 @@ def warning_texts(body: object) -> tuple[str, ...]:
 
 
 def records(body: object, key: str, what: str) -> list[Mapping[str, Any]]:
-    """`body[key]` as a list of objects, or MalformedResponse."""
+    """`body[key]` as a list of objects, or MissingCollection / MalformedResponse.
+
+    Every slurmrestd version sends the list, empty or not, in every successful answer. A missing or
+    null list is NOT an empty one: read as empty, it would make every job, node or partition look gone.
+    """
     if not isinstance(body, Mapping):
         raise MalformedResponse(f"{what}: the answer is not a JSON object")
-    raw = body.get(key, [])
+    if key not in body:
+        raise MissingCollection(f"{what}: the answer has no {key!r} list")
+    raw = body[key]
     if raw is None:
-        return []
+        raise MissingCollection(f"{what}: {key!r} is null")
     if not isinstance(raw, list) or not all(isinstance(item, Mapping) for item in raw):
         raise MalformedResponse(f"{what}: {key!r} is not a list of objects")
     return raw
