@@ -164,6 +164,8 @@ async def run_async(
             on_change=enqueue,
             on_gang_change=enqueue_gang,
             registry=registry,
+            full_relist_seconds=config.job_full_relist_seconds,
+            vanish_share=config.job_vanish_confirm_share,
         )
         events = EventRecorder(kube, "slurm-bridge-scheduler", reporting_instance=identity)
         reconciler = PodReconciler(
