@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 from tenacity import (
@@ -113,6 +113,24 @@ def _epoch(value: datetime | int | None) -> int | None:
             raise ValueError("update_time must be timezone-aware (UTC)")
         return int(value.timestamp())
     return int(value)
+
+
+_T = TypeVar("_T")
+
+
+def _parsed(what: str, parse: Callable[..., _T], *args: Any) -> _T:
+    """An adapter's reading of a reply; content it cannot read is a MalformedResponse, never a crash."""
+    try:
+        return parse(*args)
+    except SlurmError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError) as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        if len(detail) > 200:
+            detail = detail[:200] + "..."
+        raise MalformedResponse(
+            f"{what}: the answer has content this client cannot read ({detail})"
+        ) from None
 
 
 # How far behind our own clock the update_time cursor is set when Slurm does not say its time.
@@ -393,7 +411,7 @@ class SlurmClient:
         if response.content:
             try:
                 body = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 if status < 400:
                     raise MalformedResponse(
                         f"{request.what}: the answer is not JSON", status=status
@@ -419,12 +437,12 @@ class SlurmClient:
     async def ping(self) -> tuple[Ping, ...]:
         api = await self._api()
         reply = await self._execute(api.ping())
-        return api.parse_ping(reply.body)
+        return _parsed("ping", api.parse_ping, reply.body)
 
     async def diag(self) -> Diag:
         api = await self._api()
         reply = await self._execute(api.diag())
-        return api.parse_diag(reply.body)
+        return _parsed("diag", api.parse_diag, reply.body)
 
     async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList:
         """All jobs, or — with `update_time` — only if something changed since then.
@@ -440,7 +458,7 @@ class SlurmClient:
         if reply.status == 304:
             # Nothing changed since `since`: keep it (Slurm's own clock decided, not ours).
             return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
-        jobs = api.parse_jobs(reply.body, request.what)
+        jobs = _parsed(request.what, api.parse_jobs, reply.body, request.what)
         if since is not None and not jobs and api.unchanged_since(reply.body):
             return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
         # slurmctld's own time of this answer; it compares `update_time - 1` with its last change, so
@@ -454,7 +472,7 @@ class SlurmClient:
         api = await self._api()
         request = api.get_job(job_id)
         reply = await self._execute(request)
-        jobs = api.parse_jobs(reply.body, request.what)
+        jobs = _parsed(request.what, api.parse_jobs, reply.body, request.what)
         for job in jobs:
             if job.job_id == job_id:
                 return job
@@ -465,7 +483,7 @@ class SlurmClient:
         api = await self._api()
         request = api.submit_job(spec)
         reply = await self._execute(request)
-        return api.parse_submit(reply.body, request.what)
+        return _parsed(request.what, api.parse_submit, reply.body, request.what)
 
     async def allocate(self, spec: JobSpec, *, immediate: bool = True) -> SubmitResult:
         """An allocation with no batch script (job/allocate, v0.0.41+).
@@ -480,7 +498,7 @@ class SlurmClient:
             raise UnsupportedOperation(f"job/allocate is not available in Slurm REST API {api.name}")
         request = api.allocate(spec, immediate)
         reply = await self._execute(request, http_timeout=self._allocate_timeout)
-        return api.parse_submit(reply.body, request.what)
+        return _parsed(request.what, api.parse_submit, reply.body, request.what)
 
     async def update_job(self, job_id: int, update: JobUpdate) -> None:
         """Change the fields set in `update` (hold/release, limits, comment, ...)."""
@@ -518,13 +536,13 @@ class SlurmClient:
         api = await self._api()
         request = api.list_nodes()
         reply = await self._execute(request)
-        return tuple(api.parse_nodes(reply.body, request.what))
+        return tuple(_parsed(request.what, api.parse_nodes, reply.body, request.what))
 
     async def get_node(self, name: str) -> Node:
         api = await self._api()
         request = api.get_node(name)
         reply = await self._execute(request)
-        for node in api.parse_nodes(reply.body, request.what):
+        for node in _parsed(request.what, api.parse_nodes, reply.body, request.what):
             if node.name == name:
                 return node
         raise NodeNotFound(f"{request.what}: node {name!r} is not in the answer", status=reply.status)
@@ -546,14 +564,14 @@ class SlurmClient:
         api = await self._api()
         request = api.list_partitions()
         reply = await self._execute(request)
-        return tuple(api.parse_partitions(reply.body, request.what))
+        return tuple(_parsed(request.what, api.parse_partitions, reply.body, request.what))
 
     async def get_partition(self, name: str) -> Partition:
         api = await self._api()
         request = api.get_partition(name)
         reply = await self._execute(request)
         try:
-            partitions = api.parse_partitions(reply.body, request.what)
+            partitions = _parsed(request.what, api.parse_partitions, reply.body, request.what)
         except MissingCollection:
             # 26.05 answers an unknown partition with HTTP 200, no list and a warning saying so;
             # without that warning a missing list stays an error, never a "not found".

@@ -4,6 +4,7 @@ GRES strings, `errors[]` entries)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,9 +67,13 @@ def number(value: object) -> int | None:
     if isinstance(value, int):
         return None if value in _NO_VAL_SENTINELS else value
     if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return number(int(value.strip()))
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        stripped = value.strip()
+        digits = stripped.removeprefix("-")
+        # ASCII digits only ("٣".isdigit() is true) and few of them (int() refuses > 4,300 digits).
+        if 0 < len(digits) <= 20 and digits.isascii() and digits.isdigit():
+            return number(int(stripped))
     return None
 
 
@@ -151,7 +156,8 @@ def gres_counts(value: object) -> dict[str, int]:
         if entry.startswith("gres/"):
             entry = entry.removeprefix("gres/").replace("=", ":")
         name, _, count = entry.rpartition(":")
-        if count.isdigit() and name:
+        is_count = 0 < len(count) <= 18 and count.isascii() and count.isdigit()
+        if is_count and name:
             counts[name] = counts.get(name, 0) + int(count)
         elif entry and not count.isdigit() and ":" not in entry and entry.isidentifier():
             counts[entry] = counts.get(entry, 0) + 1
