@@ -141,6 +141,11 @@ class BridgeConfig(_Section):
 
     poll_interval_seconds: float = Field(default=2.0, gt=0)  # Slurm job cache refresh
     resync_interval_seconds: float = Field(default=300.0, gt=0)  # level-based full re-reconcile
+    # --- job index safety nets (issue 16) ---
+    # A job-list poll without update_time this often, whatever the cheap polls said.
+    job_full_relist_seconds: float = Field(default=300.0, gt=0)
+    # A full list that drops this share (or more) of the bridge's active jobs is read again before use.
+    job_vanish_confirm_share: float = Field(default=0.5, gt=0, le=1)
     workers: int = Field(default=4, ge=1)
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
     nodeset: NodeSetConfig = NodeSetConfig()

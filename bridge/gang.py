@@ -46,6 +46,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bridge import wellknown
+from bridge.numbers import MAX_DIGITS, ascii_int
 from bridge.objects import PodCondition, PodInfo
 from bridge.wellknown import (
     ANNOTATION_GANG_FAILURE_POLICY,
@@ -232,8 +233,7 @@ class GangInfo(_Frozen):
     @property
     def labelled_job_id(self) -> int | None:
         """The Slurm job id the bridge recorded on the group object, if any."""
-        value = self.labels.get(wellknown.LABEL_SLURM_JOB_ID, "")
-        return int(value) if value.isascii() and value.isdigit() else None
+        return ascii_int(self.labels.get(wellknown.LABEL_SLURM_JOB_ID, ""))
 
     @property
     def failure_policy(self) -> FailurePolicy | None:
@@ -315,13 +315,20 @@ def member_order(pods: Iterable[PodInfo]) -> list[PodInfo]:
 def _rank(pod: PodInfo) -> tuple[int, tuple[tuple[int, int | str], ...], str]:
     index = pod.labels.get(LABEL_LWS_WORKER_INDEX) or pod.annotations.get(JOB_COMPLETION_INDEX)
     index = index or pod.labels.get(JOB_COMPLETION_INDEX)
-    number = int(index) if index is not None and index.isascii() and index.isdigit() else None
+    number = ascii_int(index) if index is not None else None
     return (number if number is not None else 2**31, _natural(pod.name), pod.uid)
+
+
+_DIGIT_RUNS = re.compile(r"([0-9]+)", re.ASCII)
 
 
 def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
     # (0, number) sorts before (1, text), so the tuples never compare an int with a str.
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
+    return tuple(
+        (0, int(part)) if part.isascii() and part.isdigit() else (1, part)
+        for part in _DIGIT_RUNS.split(name)
+        if part
+    )
 
 
 # --- Helpers ---------------------------------------------------------------------------------------------
@@ -335,14 +342,14 @@ def _key(meta: Mapping[str, Any], kind: GangKind) -> GangKey:
 
 def _lws_key(pod: PodInfo) -> GangKey | None:
     name, index = pod.labels.get(LABEL_LWS_NAME), pod.labels.get(LABEL_LWS_GROUP_INDEX)
-    if not name or index is None or not (index.isascii() and index.isdigit()):
+    number = ascii_int(index) if index is not None else None
+    if not name or number is None:
         return None
-    return GangKey(namespace=pod.namespace, kind=GangKind.LWS, name=f"{name}-{int(index)}")
+    return GangKey(namespace=pod.namespace, kind=GangKind.LWS, name=f"{name}-{number}")
 
 
 def _lws_size(pod: PodInfo) -> int | None:
-    value = pod.annotations.get(ANNOTATION_LWS_SIZE, "")
-    return int(value) if value.isascii() and value.isdigit() else None
+    return ascii_int(pod.annotations.get(ANNOTATION_LWS_SIZE, ""))
 
 
 def _controller_of(meta: Mapping[str, Any]) -> OwnerRef | None:
@@ -358,9 +365,9 @@ def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
+        return value if abs(value) < 10**MAX_DIGITS else None
+    if isinstance(value, str):
+        return ascii_int(value)
     return None
 
 

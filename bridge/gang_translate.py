@@ -229,6 +229,7 @@ def _min_resource_share(gang: GangInfo, members: int, problems: list[str]) -> _F
             except ValueError as exc:
                 problems.append(f"the group's minResources: {name}: {exc}")
     gpus = sum((totals.get(name, Decimal(0)) for name in wellknown.GPU_RESOURCES), Decimal(0))
+    # (parse_quantity bounds each total by 2^63, so these stay far from Decimal's limits)
     return _Floor(
         cpus=max(1, math.ceil(totals.get("cpu", Decimal(0)) / members)),
         memory_mb=max(1, math.ceil(totals.get("memory", Decimal(0)) / members / _MIB)),

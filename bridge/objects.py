@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bridge import wellknown
+from bridge.numbers import ascii_int
 
 
 class _Frozen(BaseModel):
@@ -129,7 +130,7 @@ class PodInfo(_Frozen):
     def labelled_job_id(self) -> int | None:
         """The Slurm job id the bridge recorded on the pod, if any (ignores a garbled label)."""
         value = self.labels.get(wellknown.LABEL_SLURM_JOB_ID, "")
-        return int(value) if value.isascii() and value.isdigit() else None
+        return ascii_int(value)
 
     def condition(self, condition_type: str) -> PodCondition | None:
         return next((c for c in self.conditions if c.type == condition_type), None)

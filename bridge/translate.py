@@ -16,17 +16,24 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final, TypeVar
 
 from bridge import wellknown
 from bridge.config import BridgeConfig, PlaceholderMode
 from bridge.marker import JobMarker
+from bridge.numbers import MAX_DIGITS, ascii_int
 from bridge.objects import ContainerResources, PodInfo
 from bridge.wellknown import JobOption, Reason
 from slurm_client import JobSpec, placeholder_script
 
 _MIB: Final = 1024 * 1024
+# Slurm keeps counts (nodes, priority, time limit in minutes) in 32 bits, with the top values meaning
+# "unset"/"infinite"; CPUs per task in 16 bits; memory in 64-bit MiB. A larger value is refused here
+# with a clear message instead of reaching Slurm (which would refuse it less clearly, or wrap it).
+MAX_OPTION_NUMBER: Final = 2**32 - 3
+MAX_CPUS_PER_TASK: Final = 2**16 - 3
+MAX_MEMORY_MIB: Final = 2**62
 _CPU: Final = "cpu"
 _MEMORY: Final = "memory"
 # The resources translation reads; any other (ephemeral-storage, hugepages, other devices) is not
@@ -125,6 +132,16 @@ def job_spec_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
     if gpus_requested != gpus_requested.to_integral_value():
         problems.append(f"GPU requests must be whole numbers, got {gpus_requested}")
     gpus = math.ceil(gpus_requested)
+    if cpus > MAX_CPUS_PER_TASK:
+        problems.append(
+            f"the pod requests {cpus} CPUs, more than Slurm allows per task ({MAX_CPUS_PER_TASK})"
+        )
+    if memory_mb > MAX_MEMORY_MIB:
+        problems.append(
+            f"the pod requests {memory_mb}M of memory, more than Slurm can count ({MAX_MEMORY_MIB}M)"
+        )
+    if gpus > MAX_OPTION_NUMBER:
+        problems.append(f"the pod requests {gpus} GPUs, more than Slurm can count ({MAX_OPTION_NUMBER})")
 
     min_nodes = read.integer(JobOption.MIN_NODES, minimum=1)
     if min_nodes is not None and min_nodes > 1:
@@ -133,7 +150,7 @@ def job_spec_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
     if min_nodes is not None and max_nodes is not None and max_nodes < min_nodes:
         problems.append(f"max-nodes {max_nodes} is less than min-nodes {min_nodes}")
 
-    cpus_per_task = read.integer(JobOption.CPU_PER_TASK, minimum=1)
+    cpus_per_task = read.integer(JobOption.CPU_PER_TASK, minimum=1, maximum=MAX_CPUS_PER_TASK)
     if cpus_per_task is not None and cpus_per_task < cpus:
         problems.append(f"cpu-per-task {cpus_per_task} is less than the pod's {cpus} requested CPUs")
     mem_per_node = read.parsed(JobOption.MEM_PER_NODE, _memory_mib, "a size such as 4096, 512M or 8G")
@@ -149,7 +166,11 @@ def job_spec_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
 
     time_limit = read.integer(JobOption.TIME_LIMIT, minimum=1)
     if time_limit is None and pod.active_deadline_seconds:
-        time_limit = max(1, math.ceil(pod.active_deadline_seconds / 60))
+        time_limit = max(1, -(-pod.active_deadline_seconds // 60))  # integers: no float overflow
+        if time_limit > MAX_OPTION_NUMBER:
+            problems.append(
+                f"activeDeadlineSeconds {pod.active_deadline_seconds} is beyond Slurm's longest time limit"
+            )
     if time_limit is None:
         time_limit = config.slurm.default_time_limit_minutes
 
@@ -217,7 +238,15 @@ def placeholder_job_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
 
 # --- Resources --------------------------------------------------------------------------------------
 
-_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)")
+_QUANTITY = re.compile(
+    r"([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)",
+    re.ASCII,
+)
+# Kubernetes itself keeps quantities within a signed 64-bit count of the base unit (or of milli-units);
+# anything larger is no real request, and unbounded Decimal arithmetic on it could overflow.
+MAX_QUANTITY: Final = Decimal(2**63)
+_MAX_QUANTITY_TEXT: Final = 64
+_MAX_EXPONENT: Final = 30
 _SUFFIX_SCALE: Final = {
     "": Decimal(1),
     "n": Decimal("1e-9"),
@@ -238,18 +267,33 @@ _SUFFIX_SCALE: Final = {
 }
 
 
+class QuantityError(ValueError):
+    """Text that is not a usable Kubernetes quantity (malformed, negative or out of range)."""
+
+
 def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes resource quantity ("500m", "1.5", "2Gi", "1e3") as a number of base units."""
-    match = _QUANTITY.fullmatch(text.strip())
+    """A Kubernetes resource quantity ("500m", "1.5", "2Gi", "1e3") as a number of base units.
+
+    Raises QuantityError for anything else, including values beyond Kubernetes' own range (2^63).
+    """
+    quoted = shown(text)
+    stripped = text.strip()
+    if len(stripped) > _MAX_QUANTITY_TEXT:
+        raise QuantityError(f"{quoted} is too long for a Kubernetes quantity")
+    match = _QUANTITY.fullmatch(stripped)
     if match is None:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+        raise QuantityError(f"{quoted} is not a Kubernetes quantity")
     number, exponent, suffix = match.groups()
+    if exponent is not None and abs(int(exponent)) > _MAX_EXPONENT:
+        raise QuantityError(f"{quoted} is out of range (exponent beyond +-{_MAX_EXPONENT})")
     try:
-        value = Decimal(number + (exponent or "")) * _SUFFIX_SCALE[suffix or ""]
-    except InvalidOperation as exc:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity") from exc
+        value = Decimal(number + (f"e{exponent}" if exponent else "")) * _SUFFIX_SCALE[suffix or ""]
+    except ArithmeticError as exc:  # InvalidOperation, Overflow, ...
+        raise QuantityError(f"{quoted} is not a Kubernetes quantity") from exc
     if value < 0:
-        raise ValueError(f"{text!r} is negative")
+        raise QuantityError(f"{quoted} is negative")
+    if value > MAX_QUANTITY:
+        raise QuantityError(f"{quoted} is out of range (more than 2^63)")
     return value
 
 
@@ -354,7 +398,7 @@ def _job_options(annotations: Mapping[str, str], problems: list[str]) -> dict[Jo
             first_key, first_value = found[option]
             if first_value != value:
                 problems.append(
-                    f"annotations {first_key!r} ({first_value!r}) and {key!r} ({value!r}) disagree"
+                    f"annotations {first_key!r} ({shown(first_value)}) and {key!r} ({shown(value)}) disagree"
                 )
             continue
         found[option] = (key, value)
@@ -377,15 +421,22 @@ class _OptionReader:
         key, value = self._options[option]
         result = parse(value)
         if result is None:
-            self._problems.append(f"{key}: {value!r} is not {expected}")
+            self._problems.append(f"{key}: {shown(value)} is not {expected}")
         return result
 
     def text(self, option: JobOption) -> str | None:
         return self.parsed(option, _plain_text, "a non-empty single-line value")
 
-    def integer(self, option: JobOption, minimum: int) -> int | None:
+    def integer(self, option: JobOption, minimum: int, maximum: int = MAX_OPTION_NUMBER) -> int | None:
+        if option in self._options:
+            key, value = self._options[option]
+            if value.isascii() and value.isdigit() and (len(value) > MAX_DIGITS or int(value) > maximum):
+                self._problems.append(f"{key}: {shown(value)} is too large (at most {maximum})")
+                return None
+
         def whole_number(value: str) -> int | None:
-            return int(value) if value.isascii() and value.isdigit() and int(value) >= minimum else None
+            number = ascii_int(value)
+            return number if number is not None and number >= minimum else None
 
         return self.parsed(option, whole_number, f"a whole number >= {minimum}")
 
@@ -396,11 +447,18 @@ class _OptionReader:
         return self.parsed(option, true_or_false, '"true" or "false"')
 
 
+def shown(value: str, limit: int = 40) -> str:
+    """`value` quoted for a message, cut short: an event or condition must stay readable."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 def _plain_text(value: str) -> str | None:
     return value if value and value.isprintable() else None
 
 
-_MEMORY_SIZE = re.compile(r"(\d+)(?:([KMGT])i?)?", re.IGNORECASE)
+_MEMORY_SIZE = re.compile(r"([0-9]{1,18})(?:([KMGT])i?)?", re.IGNORECASE | re.ASCII)
 _MEMORY_UNIT_MIB: Final = {"K": Decimal(1) / 1024, "M": Decimal(1), "G": Decimal(1024), "T": Decimal(1024**2)}
 
 
@@ -411,12 +469,13 @@ def _memory_mib(value: str) -> int | None:
         return None
     number, unit = match.groups()
     mib = math.ceil(int(number) * _MEMORY_UNIT_MIB[(unit or "M").upper()])
-    return mib if mib >= 1 else None
+    return mib if 1 <= mib <= MAX_MEMORY_MIB else None
 
 
 # name[:type][:count]; a type has at least one non-digit, so "gpu:2" is a count
 _GRES_ITEM = re.compile(
-    r"(?P<name>[A-Za-z][\w-]*)(?::(?P<type>[\w.-]*[A-Za-z_.-][\w.-]*))?(?::(?P<count>\d+))?"
+    r"(?P<name>[A-Za-z][\w-]*)(?::(?P<type>[\w.-]*[A-Za-z_.-][\w.-]*))?(?::(?P<count>[0-9]{1,9}))?",
+    re.ASCII,
 )
 
 
@@ -428,7 +487,7 @@ def _gres(value: str) -> dict[str, int] | None:
         if match is None:
             return None
         key = match["name"] if match["type"] is None else f"{match['name']}:{match['type']}"
-        count = int(match["count"] or 1)
+        count = int(match["count"] or 1)  # at most 9 ASCII digits
         if count < 1 or key in gres:
             return None
         gres[key] = count

@@ -91,8 +91,12 @@ class PodEffects:
             except JobNotFound:
                 continue
             except SlurmError as error:
+                self._jobs.count_orphan_cancel_failure()
                 log.warning(
-                    "cannot cancel orphan %s Slurm job %d (%s); next sweep", what, cancel.job_id, error
+                    "cancelling orphan %s Slurm job %d failed (tried again next sweep): %s",
+                    what,
+                    cancel.job_id,
+                    error,
                 )
                 continue
             log.warning("cancelled orphan %s Slurm job %d: %s", what, cancel.job_id, cancel.why)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -21,6 +21,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.gang_marker import decode_gang_marker
 from bridge.marker import JobMarker, decode_marker
+from controller.job_index_guard import (
+    DEFAULT_FULL_RELIST_SECONDS,
+    DEFAULT_VANISH_SHARE,
+    VanishCheck,
+    check_vanished,
+    full_relist_due,
+)
 from slurm_client import Job, JobList, JobSpec, JobState, SlurmError
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,8 @@ class SlurmJobCache:
         on_gang_change: Callable[[str], None] | None = None,
         registry: CollectorRegistry | None = None,
         max_backoff: float = 30.0,
+        full_relist_seconds: float = DEFAULT_FULL_RELIST_SECONDS,
+        vanish_share: float = DEFAULT_VANISH_SHARE,
     ) -> None:
         self._slurm = slurm
         self._cluster_id = cluster_id
@@ -66,6 +75,10 @@ class SlurmJobCache:
         self._on_change = on_change
         self._on_gang_change = on_gang_change
         self._max_backoff = max_backoff
+        self._full_relist_seconds = full_relist_seconds
+        self._vanish_share = vanish_share
+        self._last_full = float("-inf")  # monotonic start of the last update_time-less list
+        self._held_back: VanishCheck | None = None  # a suspicious list waiting for a second read
         self._jobs: dict[int, Job] = {}
         self._markers: dict[int, JobMarker] = {}
         self._by_pod: dict[str, set[int]] = defaultdict(set)
@@ -168,8 +181,13 @@ class SlurmJobCache:
         while True:
             self._wake.clear()
             started = time.monotonic()
+            full = (
+                self._held_back is not None
+                or self._next_update is None
+                or full_relist_due(started, self._last_full, self._full_relist_seconds)
+            )
             try:
-                answer = await self._slurm.list_jobs(update_time=self._next_update)
+                answer = await self._slurm.list_jobs(update_time=None if full else self._next_update)
             except SlurmError as error:
                 failures += 1
                 self.healthy = False
@@ -186,12 +204,21 @@ class SlurmJobCache:
             self.healthy = True
             self.last_error = None
             self._metrics.poll_seconds.observe(time.monotonic() - started)
-            self._next_update = answer.next_update_time
+            if full:
+                self._last_full = started
+                if self._next_update is not None and self._held_back is None:
+                    self._metrics.full_relists.inc()
             if answer.not_modified:
                 # (a submit is a change, so this never speaks about a provisional job)
+                self._next_update = answer.next_update_time
                 self._metrics.polls.labels("not_modified").inc()
             else:
                 self._metrics.polls.labels("changed").inc()
+                if not self._believe(answer.jobs):
+                    # Keep the index and the cursor; read the full list again, soon.
+                    await asyncio.sleep(min(FAST_POLL_INTERVAL, self._poll_interval))
+                    continue
+                self._next_update = answer.next_update_time
                 self._replace(answer.jobs, poll_started=started)
             if not self._synced.is_set():
                 self._synced.set()
@@ -199,6 +226,40 @@ class SlurmJobCache:
             interval = min(FAST_POLL_INTERVAL, self._poll_interval) if fast else self._poll_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
+
+    def _believe(self, jobs: Sequence[Job]) -> bool:
+        """False when a full list drops many of our active jobs at once and has not been confirmed."""
+        check = check_vanished(
+            self._jobs, {job.job_id for job in jobs}, self._is_ours, share=self._vanish_share
+        )
+        held, self._held_back = self._held_back, None
+        if held is None:
+            if not check.suspicious:
+                return True
+            log.warning(
+                "Slurm's job list drops %s at once; keeping the job index and reading the list again "
+                "before acting on it",
+                check.describe(),
+            )
+            self._metrics.mass_vanish.labels("held").inc()
+            self._held_back = check
+            return False
+        if check.suspicious:
+            log.warning("a second read of Slurm's job list confirms: %s; accepting it", check.describe())
+            self._metrics.mass_vanish.labels("confirmed").inc()
+        else:
+            log.warning(
+                "a second read of Slurm's job list does not confirm the first (%s); the first is ignored",
+                held.describe(),
+            )
+            self._metrics.mass_vanish.labels("refuted").inc()
+        return True
+
+    def _is_ours(self, job: Job) -> bool:
+        return self._pod_key_of(job) is not None or self._gang_key_of(job) is not None
+
+    def count_orphan_cancel_failure(self) -> None:
+        self._metrics.orphan_cancel_failures.inc()
 
     def _replace(self, jobs: Iterable[Job], *, poll_started: float) -> None:
         fresh = {job.job_id: job for job in jobs}
@@ -278,4 +339,21 @@ class _CacheMetrics:
         self.jobs = Gauge("slurm_bridge_slurm_jobs", "Jobs slurmctld lists (all users).", registry=registry)
         self.bridge_jobs = Gauge(
             "slurm_bridge_placeholder_jobs", "Jobs carrying this bridge's marker.", registry=registry
+        )
+        self.full_relists = Counter(
+            "slurm_bridge_job_full_relists_total",
+            "Job-list polls made without update_time as a safety net (the periodic full relist).",
+            registry=registry,
+        )
+        self.mass_vanish = Counter(
+            "slurm_bridge_job_list_mass_vanish_total",
+            "Full job lists that dropped many of the bridge's active jobs at once, by outcome "
+            "(held: kept the index and read again; confirmed: a second read agreed; refuted: it did not).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.orphan_cancel_failures = Counter(
+            "slurm_bridge_orphan_cancel_failures_total",
+            "Cancels of orphaned jobs that Slurm failed (retried on the next sweep).",
+            registry=registry,
         )

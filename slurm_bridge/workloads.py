@@ -104,6 +104,8 @@ class Workloads:
             on_change=router.to_pod,
             on_gang_change=router.to_gang,
             registry=registry,
+            full_relist_seconds=config.job_full_relist_seconds,
+            vanish_share=config.job_vanish_confirm_share,
         )
         events = EventRecorder(kube, "slurm-bridge-scheduler", reporting_instance=identity)
         self.pod_reconciler = PodReconciler(

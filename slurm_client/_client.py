@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 from tenacity import (
@@ -34,6 +34,7 @@ from ._errors import (
     JobAlreadyFinished,
     JobNotFound,
     MalformedResponse,
+    MissingCollection,
     NodeNotFound,
     PartitionNotFound,
     SlurmError,
@@ -66,7 +67,7 @@ from ._versions import (
     offered_versions,
     spec_paths,
 )
-from ._wire import JsonDict, WireRequest, error_entries, result_errors
+from ._wire import JsonDict, WireRequest, error_entries, result_errors, warning_texts
 
 _log = logging.getLogger("slurm_client")
 
@@ -112,6 +113,32 @@ def _epoch(value: datetime | int | None) -> int | None:
             raise ValueError("update_time must be timezone-aware (UTC)")
         return int(value.timestamp())
     return int(value)
+
+
+_T = TypeVar("_T")
+
+
+def _parsed(what: str, parse: Callable[..., _T], *args: Any) -> _T:
+    """An adapter's reading of a reply; content it cannot read is a MalformedResponse, never a crash."""
+    try:
+        return parse(*args)
+    except SlurmError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError) as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        if len(detail) > 200:
+            detail = detail[:200] + "..."
+        raise MalformedResponse(
+            f"{what}: the answer has content this client cannot read ({detail})"
+        ) from None
+
+
+# How far behind our own clock the update_time cursor is set when Slurm does not say its time.
+LOCAL_CURSOR_MARGIN_SECONDS = 5
+
+
+def _cursor(since: int | None, asked_at: int) -> datetime:
+    return datetime.fromtimestamp(since if since is not None else asked_at - LOCAL_CURSOR_MARGIN_SECONDS, UTC)
 
 
 def _signal_name(signal: str | int | None) -> str | None:
@@ -384,7 +411,7 @@ class SlurmClient:
         if response.content:
             try:
                 body = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 if status < 400:
                     raise MalformedResponse(
                         f"{request.what}: the answer is not JSON", status=status
@@ -410,12 +437,12 @@ class SlurmClient:
     async def ping(self) -> tuple[Ping, ...]:
         api = await self._api()
         reply = await self._execute(api.ping())
-        return api.parse_ping(reply.body)
+        return _parsed("ping", api.parse_ping, reply.body)
 
     async def diag(self) -> Diag:
         api = await self._api()
         reply = await self._execute(api.diag())
-        return api.parse_diag(reply.body)
+        return _parsed("diag", api.parse_diag, reply.body)
 
     async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList:
         """All jobs, or — with `update_time` — only if something changed since then.
@@ -428,20 +455,24 @@ class SlurmClient:
         asked_at = int(time.time())
         request = api.list_jobs(since)
         reply = await self._execute(request)
-        # One second back: a change in the very second of this call is seen by the next poll.
-        next_update_time = datetime.fromtimestamp(asked_at - 1, UTC)
         if reply.status == 304:
-            return JobList(not_modified=True, next_update_time=next_update_time)
-        jobs = api.parse_jobs(reply.body, request.what)
+            # Nothing changed since `since`: keep it (Slurm's own clock decided, not ours).
+            return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
+        jobs = _parsed(request.what, api.parse_jobs, reply.body, request.what)
         if since is not None and not jobs and api.unchanged_since(reply.body):
-            return JobList(not_modified=True, next_update_time=next_update_time)
-        return JobList(jobs=tuple(jobs), next_update_time=next_update_time)
+            return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
+        # slurmctld's own time of this answer; it compares `update_time - 1` with its last change, so
+        # a change in that very second is seen by the next poll. Without it (REST v0.0.38), our clock
+        # minus a margin: a bridge clock slightly ahead of slurmctld's must not hide a change.
+        server_time = api.server_time(reply.body)
+        next_update = server_time if server_time is not None else asked_at - LOCAL_CURSOR_MARGIN_SECONDS
+        return JobList(jobs=tuple(jobs), next_update_time=datetime.fromtimestamp(next_update, UTC))
 
     async def get_job(self, job_id: int) -> Job:
         api = await self._api()
         request = api.get_job(job_id)
         reply = await self._execute(request)
-        jobs = api.parse_jobs(reply.body, request.what)
+        jobs = _parsed(request.what, api.parse_jobs, reply.body, request.what)
         for job in jobs:
             if job.job_id == job_id:
                 return job
@@ -452,7 +483,7 @@ class SlurmClient:
         api = await self._api()
         request = api.submit_job(spec)
         reply = await self._execute(request)
-        return api.parse_submit(reply.body, request.what)
+        return _parsed(request.what, api.parse_submit, reply.body, request.what)
 
     async def allocate(self, spec: JobSpec, *, immediate: bool = True) -> SubmitResult:
         """An allocation with no batch script (job/allocate, v0.0.41+).
@@ -467,7 +498,7 @@ class SlurmClient:
             raise UnsupportedOperation(f"job/allocate is not available in Slurm REST API {api.name}")
         request = api.allocate(spec, immediate)
         reply = await self._execute(request, http_timeout=self._allocate_timeout)
-        return api.parse_submit(reply.body, request.what)
+        return _parsed(request.what, api.parse_submit, reply.body, request.what)
 
     async def update_job(self, job_id: int, update: JobUpdate) -> None:
         """Change the fields set in `update` (hold/release, limits, comment, ...)."""
@@ -505,13 +536,13 @@ class SlurmClient:
         api = await self._api()
         request = api.list_nodes()
         reply = await self._execute(request)
-        return tuple(api.parse_nodes(reply.body, request.what))
+        return tuple(_parsed(request.what, api.parse_nodes, reply.body, request.what))
 
     async def get_node(self, name: str) -> Node:
         api = await self._api()
         request = api.get_node(name)
         reply = await self._execute(request)
-        for node in api.parse_nodes(reply.body, request.what):
+        for node in _parsed(request.what, api.parse_nodes, reply.body, request.what):
             if node.name == name:
                 return node
         raise NodeNotFound(f"{request.what}: node {name!r} is not in the answer", status=reply.status)
@@ -533,13 +564,21 @@ class SlurmClient:
         api = await self._api()
         request = api.list_partitions()
         reply = await self._execute(request)
-        return tuple(api.parse_partitions(reply.body, request.what))
+        return tuple(_parsed(request.what, api.parse_partitions, reply.body, request.what))
 
     async def get_partition(self, name: str) -> Partition:
         api = await self._api()
         request = api.get_partition(name)
         reply = await self._execute(request)
-        for partition in api.parse_partitions(reply.body, request.what):
+        try:
+            partitions = _parsed(request.what, api.parse_partitions, reply.body, request.what)
+        except MissingCollection:
+            # 26.05 answers an unknown partition with HTTP 200, no list and a warning saying so;
+            # without that warning a missing list stays an error, never a "not found".
+            if not warning_texts(reply.body):
+                raise
+            partitions = []
+        for partition in partitions:
             if partition.name == name:
                 return partition
         raise PartitionNotFound(

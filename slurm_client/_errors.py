@@ -15,6 +15,7 @@
         ├── UnsupportedOperation      this API version cannot do it
         ├── ServerBusy                429/503, or slurmrestd could not reach slurmctld
         └── MalformedResponse         the answer is not the JSON we expect
+            └── MissingCollection     a 200 answer without its list (or with null): never "empty"
 
 Slurm reports most failures inside an HTTP 200 body (`errors[]`), so the class is chosen from the
 Slurm error NUMBER (slurm/slurm_errno.h), never from message text; the HTTP status only decides
@@ -125,6 +126,13 @@ class ServerBusy(SlurmApiError):
 
 class MalformedResponse(SlurmApiError):
     """The body could not be decoded as the JSON shape this API version promises."""
+
+
+class MissingCollection(MalformedResponse):
+    """A successful answer lacks the list it must carry (`jobs`, `nodes`, ...) or has it null.
+
+    Never read as an empty list: that would make everything look gone at once.
+    """
 
 
 # --- Translation of slurmrestd answers into the tree above --------------------------------------

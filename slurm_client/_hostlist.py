@@ -16,7 +16,13 @@ from collections.abc import Iterable
 # A hostlist naming more hosts than this is refused instead of filling memory.
 MAX_HOSTS = 1_000_000
 
-_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
+_TRAILING_NUMBER = re.compile(r"^(.*?)([0-9]+)$", re.ASCII | re.DOTALL)
+# Host numbers are at most this many digits (Slurm's own are 32-bit); longer ones are refused.
+MAX_NUMBER_DIGITS = 18
+
+
+def _is_number(text: str) -> bool:
+    return 0 < len(text) <= MAX_NUMBER_DIGITS and text.isascii() and text.isdigit()
 
 
 class HostlistError(ValueError):
@@ -56,7 +62,7 @@ def _expand_ranges(body: str, expression: str) -> list[str]:
         if not item:
             raise HostlistError(f"empty range in hostlist {expression!r}")
         low, dash, high = item.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        if not _is_number(low) or (dash and not _is_number(high)):
             raise HostlistError(f"bad range {item!r} in hostlist {expression!r}")
         if not dash:
             values.append(low)
@@ -148,8 +154,8 @@ def compress_hostlist(names: Iterable[str]) -> str:
     parsed: list[tuple[str, str] | None] = []
     for name in ordered:
         match = _TRAILING_NUMBER.match(name)
-        if match is None:
-            parsed.append(None)
+        if match is None or len(match.group(2)) > MAX_NUMBER_DIGITS:
+            parsed.append(None)  # no number, or one too long to be a host number: kept as written
             continue
         prefix, digits = match.group(1), match.group(2)
         parsed.append((prefix, digits))

@@ -72,6 +72,9 @@ class V0038Adapter(BaseAdapter):
     def unchanged_since(self, body: Body) -> bool:
         return False  # v0.0.38 answers "nothing changed" with HTTP 304
 
+    def server_time(self, body: Body) -> int | None:
+        return None  # v0.0.38's job list carries no last_update
+
     def _job(self, d: Mapping[str, Any]) -> Job:
         state, flags = job_state(d.get("job_state"))
         code, signal = exit_status(d.get("exit_code"))

@@ -78,6 +78,11 @@ class V0040Adapter(BaseAdapter):
         # last_update 0 (24.11 and 26.05 alike). No jobs with a real last_update means no jobs.
         return bool(warning_texts(body)) or number(body.get("last_update")) == 0
 
+    def server_time(self, body: Body) -> int | None:
+        # slurmctld's clock when it packed the list (0 on an "unchanged" answer).
+        seconds = number(body.get("last_update"))
+        return seconds if seconds is not None and seconds > 0 else None
+
     def _job(self, d: Mapping[str, Any]) -> Job:
         state, flags = job_state(d.get("job_state"))
         code, signal = exit_status(d.get("exit_code"))

@@ -4,12 +4,13 @@ GRES strings, `errors[]` entries)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ._errors import MalformedResponse, SlurmErrorEntry
+from ._errors import MalformedResponse, MissingCollection, SlurmErrorEntry
 from ._models import JobState, NodeState
 
 JsonDict = dict[str, Any]
@@ -66,9 +67,13 @@ def number(value: object) -> int | None:
     if isinstance(value, int):
         return None if value in _NO_VAL_SENTINELS else value
     if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return number(int(value.strip()))
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        stripped = value.strip()
+        digits = stripped.removeprefix("-")
+        # ASCII digits only ("٣".isdigit() is true) and few of them (int() refuses > 4,300 digits).
+        if 0 < len(digits) <= 20 and digits.isascii() and digits.isdigit():
+            return number(int(stripped))
     return None
 
 
@@ -151,7 +156,8 @@ def gres_counts(value: object) -> dict[str, int]:
         if entry.startswith("gres/"):
             entry = entry.removeprefix("gres/").replace("=", ":")
         name, _, count = entry.rpartition(":")
-        if count.isdigit() and name:
+        is_count = 0 < len(count) <= 18 and count.isascii() and count.isdigit()
+        if is_count and name:
             counts[name] = counts.get(name, 0) + int(count)
         elif entry and not count.isdigit() and ":" not in entry and entry.isidentifier():
             counts[entry] = counts.get(entry, 0) + 1
@@ -200,12 +206,18 @@ def warning_texts(body: object) -> tuple[str, ...]:
 
 
 def records(body: object, key: str, what: str) -> list[Mapping[str, Any]]:
-    """`body[key]` as a list of objects, or MalformedResponse."""
+    """`body[key]` as a list of objects, or MissingCollection / MalformedResponse.
+
+    Every slurmrestd version sends the list, empty or not, in every successful answer. A missing or
+    null list is NOT an empty one: read as empty, it would make every job, node or partition look gone.
+    """
     if not isinstance(body, Mapping):
         raise MalformedResponse(f"{what}: the answer is not a JSON object")
-    raw = body.get(key, [])
+    if key not in body:
+        raise MissingCollection(f"{what}: the answer has no {key!r} list")
+    raw = body[key]
     if raw is None:
-        return []
+        raise MissingCollection(f"{what}: {key!r} is null")
     if not isinstance(raw, list) or not all(isinstance(item, Mapping) for item in raw):
         raise MalformedResponse(f"{what}: {key!r} is not a list of objects")
     return raw

@@ -90,6 +90,7 @@ class FakeJobIndex:
         self.synced = True
         self.settled = True
         self.pokes = 0
+        self.orphan_cancel_failures = 0
 
     def jobs_for(self, pod_key: str) -> list[Job]:
         return [
@@ -117,6 +118,9 @@ class FakeJobIndex:
 
     def poke(self) -> None:
         self.pokes += 1
+
+    def count_orphan_cancel_failure(self) -> None:
+        self.orphan_cancel_failures += 1
 
 
 def _pod(marker: Any) -> str:
