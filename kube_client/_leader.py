@@ -215,7 +215,10 @@ class LeaderElector:
                     async with asyncio.timeout(remaining):
                         renewed = await self._try_acquire_or_renew()
                 except (KubeError, TimeoutError) as exc:
-                    log.warning("%s: renewing lease failed: %s", config.identity, exc)
+                    why = str(exc) or f"no answer within {remaining:.1f} s"  # a timeout says nothing
+                    log.warning(
+                        "%s: renewing lease failed (retrying until the deadline): %s", config.identity, why
+                    )
             if renewed:
                 continue
             taken = self.observed_holder not in ("", config.identity)

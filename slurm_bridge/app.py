@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 import exporter
 from bridge.config import BridgeConfig
 from slurm_bridge.clients import slurm_clients
+from slurm_bridge.exits import EXIT_LEADERSHIP_LOST, EXIT_OK, LeaseLost
 from slurm_bridge.health import Health
 from slurm_client import SlurmClient
 
@@ -31,9 +32,14 @@ WORKLOAD_COMPONENTS = frozenset({"scheduler", "controller"})
 
 
 def run(config: BridgeConfig, components: set[str]) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(run_async(config, components))
-    return 0
+    except KeyboardInterrupt:
+        pass
+    except LeaseLost as lost:
+        log.error("%s: stopping (exit %d) to rejoin as a follower", lost, EXIT_LEADERSHIP_LOST)
+        return EXIT_LEADERSHIP_LOST
+    return EXIT_OK
 
 
 async def run_async(

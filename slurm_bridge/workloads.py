@@ -35,9 +35,11 @@ from kube_client import (
     KubeObject,
     LeaderElectionConfig,
     LeaderElector,
+    LeadershipLost,
     ResourceRef,
     serves,
 )
+from slurm_bridge.exits import LeaseLost
 from slurm_bridge.health import Health
 from slurm_bridge.routing import EventRouter, gang_key_for_group
 from slurm_client import SlurmClient
@@ -348,7 +350,14 @@ async def start_workloads(
             retry_period=le.retry_period_seconds,
         ),
     )
-    return asyncio.create_task(elector.run(workloads.lead), name="leader")
+    return asyncio.create_task(_lead_while_elected(elector, workloads), name="leader")
+
+
+async def _lead_while_elected(elector: LeaderElector, workloads: Workloads) -> None:
+    try:
+        await elector.run(workloads.lead)
+    except LeadershipLost as lost:
+        raise LeaseLost(f"lost the leader Lease ({lost})") from lost
 
 
 def lease_name(base: str, components: Collection[str]) -> str:

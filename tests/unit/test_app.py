@@ -10,6 +10,8 @@ from bridge.config import BridgeConfig
 from bridge.gang import GangKind
 from controller.runtime import WorkQueue
 from kube_client import KubeObject, ResourceRef
+from slurm_bridge import app
+from slurm_bridge.exits import EXIT_LEADERSHIP_LOST, LeaseLost
 from slurm_bridge.health import STUCK_AFTER_SECONDS, Health
 from slurm_bridge.routing import EventRouter, gang_key_for_group
 from slurm_bridge.workloads import lease_name, resolve_cluster_id
@@ -122,3 +124,14 @@ def test_the_router_sends_each_pod_to_one_queue(
 
 def test_a_group_object_wakes_its_gang() -> None:
     assert gang_key_for_group("ml/train", GangKind.COSCHEDULING) == "ml/podgroup.scheduling.x-k8s.io/train"
+
+
+def test_a_lost_lease_ends_the_process_with_its_own_status(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def lose(*_args: object, **_kw: object) -> None:
+        raise LeaseLost("lost the leader Lease (lease slurm-bridge lost)")
+
+    monkeypatch.setattr(app, "run_async", lose)
+    assert app.run(BridgeConfig(), {"scheduler", "controller"}) == EXIT_LEADERSHIP_LOST
+    assert "rejoin as a follower" in caplog.text
