@@ -76,6 +76,13 @@ class SlurmView:
     partition_nodes: tuple[str, ...] | None
     nodes: Mapping[str, Node]
     jobs_on: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # True when jobs_on comes from a job list read for this view. A pod whose node Slurm does not list
+    # is deleted only then, and only with no job on that node name: never on missing data.
+    jobs_known: bool = False
+
+
+def no_job_seen_on(slurm: SlurmView, node: str) -> bool:
+    return slurm.jobs_known and not slurm.jobs_on.get(node)
 
 
 @dataclass(frozen=True)
@@ -292,8 +299,10 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
         excess = len(staying) - want
         for pod in candidates[:excess]:
             node = nodes.get(pod.name)
-            if node is None:  # never registered: no job can be there
+            if node is None and no_job_seen_on(slurm, pod.name):  # never registered, no job there
                 actions.append(DeleteSlurmdPod(pod.name, pod.uid))
+            elif node is None:
+                leaving.append(pod)  # unlisted and not known to be free: waits below, deletes nothing
             else:
                 actions.append(DrainNode(pod.name, mine))
                 leaving.append(pod)
@@ -308,15 +317,17 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
     for pod in sorted(leaving, key=lambda p: p.ordinal):
         node = nodes.get(pod.name)
         drained_now = any(isinstance(a, DrainNode) and a.node == pod.name for a in actions)
-        if node is None or (not drained_now and node.drained and not busy(node)):
+        deletable = no_job_seen_on(slurm, pod.name) if node is None else node.drained and not busy(node)
+        if not drained_now and deletable:
             actions.append(DeleteSlurmdPod(pod.name, pod.uid))
             continue
         jobs = slurm.jobs_on.get(pod.name, ())
-        doing = (
-            f"job{'s' if len(jobs) > 1 else ''} {', '.join(map(str, jobs))} running"
-            if jobs
-            else "waiting for Slurm to report it drained"
-        )
+        if jobs:
+            doing = f"job{'s' if len(jobs) > 1 else ''} {', '.join(map(str, jobs))} running"
+        elif node is None:
+            doing = "Slurm does not list the node; waiting until no job is seen on it"
+        else:
+            doing = "waiting for Slurm to report it drained"
         notes.append((Why.DRAINING, f"draining {pod.name}: {doing}"))
 
     # Nodes we drained whose pod is gone go back to FUTURE.

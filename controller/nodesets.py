@@ -138,22 +138,29 @@ class NodeSetReconciler:
                 ).nodes
             except PartitionNotFound:
                 partition_nodes = None
+            # Only nodes of the set's own partition: a NodeSet named like other nodes never touches them.
+            members_of_partition = set(partition_nodes or ())
             nodes = {
-                n.name: n for n in await self._slurm.list_nodes() if ordinal_of(view.name, n.name) is not None
+                n.name: n
+                for n in await self._slurm.list_nodes()
+                if ordinal_of(view.name, n.name) is not None and n.name in members_of_partition
             }
             jobs_on: dict[str, tuple[int, ...]] = {}
-            if any(n.drained and busy(n) for n in nodes.values()):
-                # only while a drain waits on jobs: name them in the condition
+            unlisted = any(m.name not in nodes for m in members)
+            jobs_known = False
+            if unlisted or any(n.drained and busy(n) for n in nodes.values()):
+                # only while a drain waits on jobs (to name them), or a member's node is not listed
                 running: dict[str, list[int]] = {}
                 for job in (await self._slurm.list_jobs()).jobs:
-                    if job.state.value in ("RUNNING", "SUSPENDED", "COMPLETING"):
+                    if not job.state.is_finished or "COMPLETING" in job.state_flags:
                         for node in job.nodes:
                             running.setdefault(node, []).append(job.job_id)
-                jobs_on = {n: tuple(sorted(ids)) for n, ids in running.items() if n in nodes}
+                jobs_on = {n: tuple(sorted(ids)) for n, ids in running.items()}
+                jobs_known = True
         except SlurmError as error:
             log.warning("nodeset %s/%s: cannot read Slurm: %s", view.namespace, view.name, error)
             return None
-        return SlurmView(partition_nodes=partition_nodes, nodes=nodes, jobs_on=jobs_on)
+        return SlurmView(partition_nodes=partition_nodes, nodes=nodes, jobs_on=jobs_on, jobs_known=jobs_known)
 
     # --- acting ----------------------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ class Case:
     partition: tuple[str, ...] | None = DECLARED
     jobs_on: dict[str, tuple[int, ...]] = field(default_factory=dict)
     message_has: str = ""
+    jobs_known: bool = True  # the executor reads the job list whenever a member's node is unlisted
 
 
 CASES = [
@@ -126,6 +127,26 @@ CASES = [
         [node(0)],
         [DeleteSlurmdPod("ns-1", "uid-1")],
         Why.SCALING_IN,
+    ),
+    Case(
+        "an unlisted node with a job on it keeps its pod (never delete on missing data)",
+        1,
+        [pod(0), pod(1)],
+        [node(0)],
+        [],
+        Why.DRAINING,
+        jobs_on={"ns-1": (42,)},
+        message_has="job 42 running",
+    ),
+    Case(
+        "an unlisted node whose jobs are not known keeps its pod",
+        1,
+        [pod(0), pod(1)],
+        [node(0)],
+        [],
+        Why.DRAINING,
+        jobs_known=False,
+        message_has="Slurm does not list the node",
     ),
     Case(
         "a drained node with a job keeps its pod and names the job",
@@ -227,7 +248,10 @@ CASES = [
 def test_plan_nodeset(case: Case) -> None:
     view = NodeSetView(namespace="ops", name="ns", replicas=case.replicas, partition="nodeset")
     slurm = SlurmView(
-        partition_nodes=case.partition, nodes={n.name: n for n in case.nodes}, jobs_on=case.jobs_on
+        partition_nodes=case.partition,
+        nodes={n.name: n for n in case.nodes},
+        jobs_on=case.jobs_on,
+        jobs_known=case.jobs_known,
     )
     plan = plan_nodeset(view, case.pods, slurm)
     assert list(plan.actions) == case.actions

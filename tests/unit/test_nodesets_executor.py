@@ -148,6 +148,31 @@ CASES = [
         events=["DrainedByOthers"],
     ),
     Case(
+        "a node of another partition named like the set is never drained: only its own pod goes",
+        0,
+        [7],
+        [node(7)],
+        kube=[("delete", "pods", "ns-7", "uid-7")],
+        condition=("False", "ScalingIn"),
+        events=["DeletedPod"],
+    ),
+    Case(
+        "a job still completing on an unlisted node keeps its pod",
+        0,
+        [0],
+        [],
+        jobs=[
+            Job(
+                job_id=9,
+                name="j",
+                state=JobState.COMPLETED,
+                state_flags=frozenset({"COMPLETING"}),
+                nodes=("ns-0",),
+            )
+        ],
+        condition=("False", "Draining"),
+    ),
+    Case(
         "a pod another owner controls is neither counted nor deleted",
         0,
         [],
