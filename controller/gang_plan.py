@@ -705,8 +705,13 @@ def _bind(
         )
         if missing:
             message += f" (no Kubernetes node: {', '.join(missing)})"
-        message += "; binding none, since a gang never starts in part"
         reason: AnyReason = Reason.NODE_NOT_IN_KUBERNETES if missing else GangReason.ALLOCATION_TOO_SMALL
+        if already_bound:
+            # Part of the gang is bound (a bind cut short) and the rest cannot be: it would stay half
+            # started forever. A gang never runs in part: end it whole.
+            plan.phase = GangPhase.FAILED
+            return _release(view, job, reason, message + f"; ending the gang and its Slurm job {job.job_id}")
+        message += "; binding none, since a gang never starts in part"
         return _pending(view, members, reason, message, plan, warning=True)
     plan.bound = True
     bindings = tuple(

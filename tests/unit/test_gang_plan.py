@@ -486,14 +486,14 @@ SCENARIOS = [
             [pod("w-0", label=42, node="k8s-node-1"), pod("w-1", label=42)],
             [job(42, JobState.RUNNING, nodes=("node1",))],
         ),
-        pending(
-            ["w-1"],
+        # one member bound, the other cannot be: a gang never runs in part, so it ends whole
+        deleted(
+            ["w-0", "w-1"],
             GangReason.ALLOCATION_TOO_SMALL,
             "Slurm job 42 holds 0 free nodes () for 1 members, 0 of them distinct Kubernetes nodes;"
-            " binding none, since a gang never starts in part",
-            warning=True,
+            " ending the gang and its Slurm job 42",
         ),
-        id="allocation-too-small",
+        id="allocation-too-small-after-a-partial-bind",
     ),
     pytest.param(observe(RUNNING_BOUND, [RUNNING_42]), [], id="all-bound"),
     pytest.param(
@@ -946,3 +946,16 @@ def test_planning_cost_grows_linearly_with_members(
     members = [pod(f"w-{i}", label=label) for i in range(64)]
     plan_gang(observe(members, jobs), CONFIG)
     assert len(calls) <= 3 * (64 + 1)  # the gang translated at most three times, never once per member
+
+
+def test_a_gang_bound_in_part_whose_other_nodes_left_kubernetes_is_ended_whole() -> None:
+    """A bind cut short (the bridge killed between members) and the rest's node gone from Kubernetes:
+    the gang would stay half started forever, so it is ended whole (a gang never runs in part)."""
+    crew = [pod("w-0", node="k8s-node-1", label=42, phase="Running"), pod("w-1", label=42)]
+    observed = observe(crew, [job(42, JobState.RUNNING, nodes=("node1", "node9"))])
+    actions = without_status(plan_gang(observed, CONFIG))
+    deletes = [a for a in actions if isinstance(a, DeleteMembers)]
+    assert [ref.name for a in deletes for ref in a.pods] == ["w-0", "w-1"]
+    assert deletes[0].reason is Reason.NODE_NOT_IN_KUBERNETES
+    assert "no Kubernetes node: node9" in deletes[0].message
+    assert not [a for a in actions if isinstance(a, SetMembersPending)]
