@@ -8,6 +8,7 @@ action, so the two can run in one process or in two.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -337,9 +338,10 @@ class _Applier:
         ref = _GROUP_RESOURCES.get(self._key.kind)
         if ref is None or self._group is None:
             return  # an LWS group has no object of its own to write
-        await self._r._kube.patch(
-            ref, self._key.name, patch, namespace=self._key.namespace, subresource=subresource
-        )
+        with contextlib.suppress(NotFound):  # deleted since the cache saw it: its informer says so next
+            await self._r._kube.patch(
+                ref, self._key.name, patch, namespace=self._key.namespace, subresource=subresource
+            )
 
 
 _GROUP_RESOURCES: Mapping[GangKind, ResourceRef] = {
