@@ -254,7 +254,9 @@ wait_ready() {
   local deadline=$((SECONDS + 90)) idle=0 out=""
   while ((SECONDS < deadline)); do
     out="$(in_root sinfo -h -p "$PARTITION" -o '%t %D' 2>/dev/null || true)"
-    idle="$(awk '$1 ~ /^(idle|mix|alloc)/ {s += $2} END {print s + 0}' <<<"$out")"
+    # registered and responding: any state but down/unknown/future/failed, and no "*" (not responding);
+    # "plnd" (held for a backfill plan) and "mix"/"alloc" are busy, not absent
+    idle="$(awk '$1 !~ /^(down|unk|futr|fail|boot|pow|inval)/ && $1 !~ /\*$/ {s += $2} END {print s + 0}' <<<"$out")"
     ((idle >= ${#NODES[@]})) && break
     sleep 1
   done
