@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.gang_marker import decode_gang_marker
 from bridge.marker import JobMarker, decode_marker
+from bridge.translate import JobOutcome
 from controller.plan import CancelJob
 from slurm_client import Job, JobList, JobNotFound, JobSpec, JobState, SlurmClient, SlurmError
 
@@ -287,12 +288,14 @@ class JobCanceller(Protocol):
 
 
 async def end_job(slurm: SlurmClient, cache: SlurmJobCache, cancel: CancelJob, job: Job | None) -> None:
-    """End a placeholder job with the pod's outcome: a batch placeholder (or one not known) is signalled
-    (a signal to an external job does nothing, and the plain cancel follows); a job gone counts as done."""
+    """End a placeholder job with the pod's outcome: a batch placeholder (or one not known) is ended with
+    the pod's exit code (`SlurmClient.end_placeholder`: COMPLETED 0:0 or FAILED N:0); an external job is
+    cancelled plainly (a signal does nothing there); a job gone counts as done."""
     signal = cancel.outcome.batch_signal if job is None or job.batch is not False else None
     try:
         if signal is not None:
-            await slurm.cancel_job(cancel.job_id, signal, batch_only=True)
+            exit_code = 0 if cancel.outcome is JobOutcome.SUCCESS else cancel.exit_code
+            await slurm.end_placeholder(cancel.job_id, exit_code, comment=job.comment if job else None)
         else:
             await slurm.cancel_job(cancel.job_id)
     except JobNotFound:

@@ -46,7 +46,7 @@ from ._models import (
     Ping,
     SubmitResult,
 )
-from ._placeholder import placeholder_script
+from ._placeholder import placeholder_script, split_exit_code, with_exit_code
 from ._versions import SUPPORTED_VERSIONS
 
 __all__ = [
@@ -96,4 +96,6 @@ __all__ = [
     "compress_hostlist",
     "expand_hostlist",
     "placeholder_script",
+    "split_exit_code",
+    "with_exit_code",
 ]
