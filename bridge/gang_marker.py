@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 
 from bridge import wellknown
-from slurm_client import split_exit_code
 from bridge.gang import GangKey, GangKind
+from slurm_client import split_exit_code
 
 _GRAMMAR = re.compile(
     re.escape(wellknown.MARKER_PREFIX) + r" cluster=(?P<cluster_id>[A-Za-z0-9][A-Za-z0-9._-]{0,62})"

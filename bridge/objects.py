@@ -177,8 +177,7 @@ def _string_map(value: Any) -> dict[str, str]:
 
 
 def first_failed_exit_code(status: Mapping[str, Any]) -> int | None:
-    """The first non-zero `terminated.exitCode` in a pod status (init containers, then containers).
-    """
+    """The first non-zero `terminated.exitCode` in a pod status (init containers, then containers)."""
     for key in ("initContainerStatuses", "containerStatuses"):
         for container in status.get(key) or ():
             terminated = ((container or {}).get("state") or {}).get("terminated") or {}

@@ -502,7 +502,9 @@ class SlurmClient:
             return CancelOutcome.ALREADY_FINISHED
         return CancelOutcome.SIGNALLED
 
-    async def end_placeholder(self, job_id: int, exit_code: int, *, comment: str | None = None) -> CancelOutcome:
+    async def end_placeholder(
+        self, job_id: int, exit_code: int, *, comment: str | None = None
+    ) -> CancelOutcome:
         """End a batch placeholder (`placeholder_script`) so Slurm records `exit_code` as the job's.
 
         0 → USR1 (COMPLETED 0:0). Otherwise the code (taken modulo 256, 1 when that is 0) is appended

@@ -42,7 +42,7 @@ def placeholder_script(sleep_seconds: int = PLACEHOLDER_SLEEP_SECONDS) -> str:
         '  exit "$1"\n'
         "}\n"
         "failed() {\n"
-        "  code=$(squeue -h -j \"$SLURM_JOB_ID\" -o %k 2>/dev/null |"
+        '  code=$(squeue -h -j "$SLURM_JOB_ID" -o %k 2>/dev/null |'
         " sed -n 's/.* exit=\\([0-9][0-9]*\\)$/\\1/p' | head -n 1)\n"
         '  case "$code" in [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) ;; *) code=1 ;; esac\n'
         '  [ "$code" -le 255 ] || code=1\n'

@@ -133,6 +133,7 @@ class FakeSlurm:
     def __init__(self, *, fail: Exception | None = None) -> None:
         self.submitted: list[JobSpec] = []
         self.cancelled: list[tuple[Any, ...]] = []
+        self.exit_codes: list[int] = []
         self.fail = fail
 
     async def submit_job(self, spec: JobSpec) -> SubmitResult:
@@ -143,6 +144,10 @@ class FakeSlurm:
 
     async def cancel_job(self, job_id: int, *args: Any, **kw: Any) -> None:
         self.cancelled.append((job_id, *args))
+
+    async def end_placeholder(self, job_id: int, exit_code: int, **kw: Any) -> None:
+        self.cancelled.append((job_id, "USR1" if exit_code == 0 else "USR2"))
+        self.exit_codes.append(exit_code)
 
     async def list_partitions(self) -> tuple[Partition, ...]:
         return (Partition(name="slurm-bridge", total_nodes=3, default=True),)
