@@ -551,7 +551,7 @@ def _plan_without_group(
         if any(p.is_bound and not p.is_terminal for p in crew):
             held.add(job.job_id)  # release at terminal: its members may still run on the allocation
         else:
-            actions.append(_cancel(job, _outcome(crew), message))
+            actions.append(_cancel(job, _outcome(crew), message, _exit_code(crew)))
     active = {job.job_id for job, _ in marked if _active(job)}
     for (reason, message), pods in _bound_leftovers(ours, marked, active).items():
         actions += _delete(pods, reason, message, event=False)
@@ -671,7 +671,7 @@ def _release(
     if any(p.is_bound and not p.is_terminal for p in crew):
         return actions  # release at terminal, not while a member's containers may still run
     outcome = _outcome(crew)
-    actions.append(_cancel(job, outcome, message))
+    actions.append(_cancel(job, outcome, message, _exit_code(crew)))
     warning = reason is not Reason.JOB_RELEASED or outcome is not JobOutcome.SUCCESS
     announced = reason if reason in (Reason.STALE_JOB, Reason.DUPLICATE_JOB) else Reason.JOB_RELEASED
     actions.append(RecordGroupEvent(announced, message, warning))
@@ -827,9 +827,15 @@ def _outcome(crew: Sequence[PodInfo]) -> JobOutcome:
     return JobOutcome.CANCEL
 
 
-def _cancel(job: Job, outcome: JobOutcome, why: str) -> CancelJob:
+def _exit_code(crew: Sequence[PodInfo]) -> int:
+    """The first failed member's first failed container's exit code (1 when none is known)."""
+    return next((p.failed_exit_code for p in crew if p.failed_exit_code), 1)
+
+
+def _cancel(job: Job, outcome: JobOutcome, why: str, exit_code: int = 1) -> CancelJob:
     # Only a running placeholder can report an outcome; anything else is simply cancelled.
-    return CancelJob(job.job_id, outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL, why)
+    kept = outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL
+    return CancelJob(job.job_id, kept, why, exit_code)
 
 
 def _shown(pod: PodInfo, reason: AnyReason, message: str) -> bool:

@@ -75,6 +75,7 @@ class CancelJob:
     job_id: int
     outcome: JobOutcome
     why: str  # for logs
+    exit_code: int = 1  # for outcome FAILURE: the pod's first failed container's exit code
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ def _release_for_terminal_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | Non
     if primary is not None and _active(primary[0]):
         job = primary[0]
         outcome = JobOutcome.SUCCESS if pod.phase == PHASE_SUCCEEDED else JobOutcome.FAILURE
-        actions.append(_cancel(job, outcome, f"pod {pod.phase}"))
+        actions.append(_cancel(job, outcome, f"pod {pod.phase}", pod.failed_exit_code or 1))
         actions.append(RecordEvent(Reason.JOB_RELEASED, f"pod {pod.phase}: ending Slurm job {job.job_id}"))
     if pod.has_finalizer:
         actions.append(RemoveFinalizer())
@@ -336,9 +337,10 @@ def _cancel_unwanted(job: Job, reason: Reason, why: str) -> list[Action]:
     return [_cancel(job, JobOutcome.CANCEL, why), RecordEvent(reason, f"cancelling: {why}", warning=True)]
 
 
-def _cancel(job: Job, outcome: JobOutcome, why: str) -> CancelJob:
+def _cancel(job: Job, outcome: JobOutcome, why: str, exit_code: int = 1) -> CancelJob:
     # Only a running placeholder can report an outcome; anything else is simply cancelled.
-    return CancelJob(job.job_id, outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL, why)
+    kept = outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL
+    return CancelJob(job.job_id, kept, why, exit_code)
 
 
 def _active(job: Job) -> bool:
