@@ -20,6 +20,7 @@ from bridge import wellknown
 from bridge.config import BridgeConfig
 from bridge.gang import CONDITION_POD_GROUP_INITIALLY_SCHEDULED, GangInfo, GangKey, GangKind, owner_of
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
+from controller.eviction import remove_pod
 from controller.gang_plan import (
     AddMemberFinalizers,
     BindMembers,
@@ -365,7 +366,7 @@ class _Applier:
                     condition = wellknown.CONDITION_DISRUPTION_TARGET
                     if not await self._set_condition(ref, condition, "True", reason, message):
                         continue  # gone already
-                    await r._kube.delete_pod(namespace, ref.name, uid=ref.uid)
+                    await remove_pod(r._kube, namespace, ref.name, ref.uid, reason)
                     log.info("%s: deleted %s (%s: %s)", self._key, ref.name, reason, message)
             case RemoveMemberFinalizers(pods=refs):
                 for ref in refs:

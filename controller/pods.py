@@ -20,6 +20,7 @@ from bridge import wellknown
 from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.translate import with_owner_options
+from controller.eviction import remove_pod
 from controller.plan import (
     Action,
     AddFinalizerAndLabel,
@@ -292,7 +293,7 @@ class PodReconciler:
                     )
                 except NotFound:
                     return
-                await self._kube.delete_pod(namespace, name, uid=pod.uid)
+                await remove_pod(self._kube, namespace, name, pod.uid, reason)
                 log.info("%s: deleted (%s: %s)", key, reason, message)
             case RemoveFinalizer():
                 await self._kube.remove_finalizer(
