@@ -2,7 +2,8 @@
 
 A pod waiting for its Slurm job says why in its PodScheduled condition; Slurm's code
 (`squeue %r`, REST `state_reason`) stays first so an admin can search for it, followed by a sentence.
-Unknown codes are shown as they are.
+Only the codes of limits and policies (QOS, association, account) get a sentence: the scheduling
+ones (Resources, Priority, ...) are known words already. Unknown codes are shown as they are.
 """
 
 from __future__ import annotations
@@ -12,17 +13,6 @@ from typing import Final
 _LIMIT_WAIT: Final = "; the job starts when enough of them end"
 
 _EXPLAINED: Final[dict[str, str]] = {
-    "Resources": "waiting for free resources in the partition",
-    "Priority": "other jobs with a higher priority (fair-share, QOS, age) are ahead of it",
-    "Dependency": "waiting for a job it depends on",
-    "JobHeldUser": "held by its user",
-    "JobHeldAdmin": "held by a Slurm administrator",
-    "BeginTime": "its start time has not come yet",
-    "ReqNodeNotAvail": "a node it needs is not available (down, drained or reserved)",
-    "PartitionDown": "its partition is down",
-    "PartitionInactive": "its partition is inactive",
-    "PartitionTimeLimit": "its time limit is above the partition's limit",
-    "Reservation": "waiting for its reservation to start",
     "QOSMaxJobsPerUserLimit": "the QOS lets each user run only a limited number of jobs at once"
     + _LIMIT_WAIT,
     "QOSMaxJobsPerAccountLimit": "the QOS lets each account run only a limited number of jobs at once"
@@ -52,3 +42,10 @@ def describe_pending_reason(code: str) -> str:
     """``Code (sentence)`` for a known Slurm pending reason; the code alone otherwise."""
     sentence = _EXPLAINED.get(code)
     return f"{code} ({sentence})" if sentence else code
+
+
+def pending_detail(state_reason: str | None) -> str:
+    """``: <reason explained>`` for a pending message, or "" when Slurm gives no reason."""
+    if not state_reason or state_reason == "None":
+        return ""
+    return f": {describe_pending_reason(state_reason)}"
