@@ -70,6 +70,7 @@ from bridge.gang_translate import (
     placeholder_gang_job_for,
 )
 from bridge.objects import PodInfo
+from bridge.pending_reasons import pending_detail
 from bridge.translate import JobOutcome, namespace_refusal
 from bridge.wellknown import (
     ANNOTATION_SLURM_NODE,
@@ -405,7 +406,7 @@ def _plan_unstarted(view: _View, job: Job, marker: GangMarker, plan: _Plan) -> N
         message = f"Slurm job {job.job_id} holds the places of {len(candidates)} members"
         plan.actions.append(RecordGroupEvent(Reason.JOB_SUBMITTED, message))
     if job.state is JobState.PENDING:
-        detail = f": {job.state_reason}" if job.state_reason and job.state_reason != "None" else ""
+        detail = pending_detail(job.state_reason)
         message = f"Slurm job {job.job_id} pending{detail}"
         plan.actions += _pending(view, candidates, Reason.JOB_PENDING, message, plan)
     elif job.state is JobState.SUSPENDED:

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from bridge.config import BridgeConfig
 from bridge.marker import JobMarker, decode_marker
 from bridge.objects import PodInfo
+from bridge.pending_reasons import pending_detail
 from bridge.translate import (
     JobOutcome,
     TranslationError,
@@ -273,7 +274,7 @@ def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfi
             RecordEvent(Reason.JOB_SUPERSEDED, f"{why}; cancelling it and submitting a new one"),
             *_plan_submission(pod, config),
         ]
-    detail = f": {job.state_reason}" if job.state_reason and job.state_reason != "None" else ""
+    detail = pending_detail(job.state_reason)
     return _set_pending(pod, Reason.JOB_PENDING, f"Slurm job {job.job_id} pending{detail}")
 
 
