@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 import exporter
 from bridge.config import BridgeConfig
 from bridge.gang import GangInfo, GangKey, GangKind, gang_key_of
+from bridge.startup_checks import StartupRefused, refuse_unsupported
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler, serves
 from controller.nodeset_plan import LABEL_APP_NAME, SLURMD_APP
 from controller.nodesets import NODESET_INDEX, NODESETS, NodeSetReconciler, nodeset_of_pod
@@ -56,7 +58,11 @@ def run(config: BridgeConfig, components: set[str]) -> int:
         if components == {"exporter"}:
             asyncio.run(exporter.serve(config))
         else:
-            asyncio.run(run_async(config, components))
+            try:
+                asyncio.run(run_async(config, components))
+            except StartupRefused as exc:
+                print(f"slurm-bridge: refusing to start: {exc}", file=sys.stderr)
+                return 2
     return 0
 
 
@@ -111,6 +117,7 @@ async def run_async(
     async with _clients(config) as (kube, slurm), _operator(config, slurm) as operator:
         capabilities = await slurm.discover()
         log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
+        refuse_unsupported(config, capabilities)
         pods = Informer(
             kube,
             PODS,
