@@ -86,4 +86,5 @@ async def remove_pod(kube: PodRemover, namespace: str, name: str, uid: str | Non
             reason,
         )
         return await kube.delete_pod(namespace, name, uid=uid)
+    log.info("%s/%s: evicted (%s)", namespace, name, reason)
     return True
