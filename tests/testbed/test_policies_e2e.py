@@ -40,11 +40,15 @@ EXIT = "testbed.slurm-bridge.io/exit-code"
 OPT = "slinky.slurm.net/"
 # REST v0.0.43 (Slurm 25.05+) has EXTERNAL_JOB; the testbed's versions below it refuse external mode.
 EXTERNAL_VERSIONS = {"26.05"}
+# A scheduler name of this module's own: bridges of other sessions (other cluster ids) watch the shared
+# name and would take this module's pods for theirs ("job vanished").
+SCHEDULER_NAME = "acct-e2e-scheduler"
 
 
 def _config(slurm: SlurmCluster, kube: KubeCluster, cluster_id: str, **slurm_extra: Any) -> dict[str, Any]:
     config = bridge_config(slurm, kube, cluster_id=cluster_id, metrics_port=_PORTS[slurm.version])
     config["namespaces"] = [NS]
+    config["scheduler_name"] = SCHEDULER_NAME
     config["leader_election"]["lease_name"] = f"e2e-{cluster_id}"
     # No default limit: a pod without a time limit asks for the partition's (INFINITE).
     config["slurm"].pop("default_time_limit_minutes", None)
@@ -117,7 +121,12 @@ def _force_clear(cluster: Cluster) -> None:
 def _pod(
     name: str, annotations: dict[str, str], cpu: str = "1", labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    return pod_manifest(name, annotations=annotations, cpu=cpu, namespace=NS, labels=labels)
+    return _ours(pod_manifest(name, annotations=annotations, cpu=cpu, namespace=NS, labels=labels))
+
+
+def _ours(manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest["spec"]["schedulerName"] = SCHEDULER_NAME
+    return manifest
 
 
 def _get(cluster: Cluster, name: str) -> dict[str, Any] | None:
@@ -428,7 +437,7 @@ def test_external_placeholder_mode_by_version(
     pod = unique("acctx-pod")
     group = unique("acctx-g")
     try:
-        manifest = pod_manifest(pod, annotations={RUN: "3s", EXIT: "0"}, namespace=f"{NS}-x")
+        manifest = _ours(pod_manifest(pod, annotations={RUN: "3s", EXIT: "0"}, namespace=f"{NS}-x"))
         cluster.create(manifest)
         cluster.create({**_pod_group(group, 2, {}), "metadata": {"name": group, "namespace": f"{NS}-x"}})
         for i in range(2):
@@ -438,7 +447,7 @@ def test_external_placeholder_mode_by_version(
                 namespace=f"{NS}-x",
                 labels={POD_GROUP_LABEL: group},
             )
-            cluster.create(m)
+            cluster.create(_ours(m))
         names = [pod, f"{group}-0", f"{group}-1"]
 
         def job_of(n: str) -> str:
