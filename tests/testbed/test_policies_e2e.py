@@ -284,7 +284,8 @@ def test_fair_share_orders_the_queue(cluster: Cluster, bridge: BridgeProcess, ch
     )
     blocker = _block(cluster, 4, name="acct-fs-block")
     try:
-        wait_for("blocker running", lambda: _squeue(cluster, blocker)[0] == "RUNNING", 60)
+        # other sessions' jobs share the cluster: the blocker may wait for them to end
+        wait_for("blocker running", lambda: _squeue(cluster, blocker)[0] == "RUNNING", 240, every=1)
         pods = []
         # the same backlog for both accounts (as many pods each as there are nodes, each pod a whole
         # node), submitted interleaved, biology first: the first wave must be all physics
@@ -383,7 +384,23 @@ def test_high_job_preempts_a_scavenger_pod_and_gang(cluster: Cluster, bridge: Br
     wait_for("scavenger pods Running", lambda: all(phase(_get(cluster, n)) == "Running" for n in names), 90)
     ids = {n: _job_id(cluster, n) for n in names}
     assert ids[members[0]] == ids[members[1]]  # one job for the gang
-    high = _block(cluster, 4, "-q", "high", "-A", "physics", "-t", "2", name="acct-high", secs=5)
+    # the high job asks for exactly the scavengers' nodes, whole: it can only start by preempting them
+    # (not by waiting for other sessions' jobs elsewhere)
+    held = sorted({str((_get(cluster, n) or {}).get("spec", {}).get("nodeName")) for n in names})
+    high = _block(
+        cluster,
+        len(held),
+        "-w",
+        ",".join(held),
+        "-q",
+        "high",
+        "-A",
+        "physics",
+        "-t",
+        "2",
+        name="acct-high",
+        secs=5,
+    )
     disrupted: dict[str, str] = {}
     try:
 
@@ -395,7 +412,7 @@ def test_high_job_preempts_a_scavenger_pod_and_gang(cluster: Cluster, bridge: Br
                     disrupted[n] = str(c.get("reason"))
             return all(_get(cluster, n) is None for n in names)
 
-        wait_for("scavenger pods evicted", all_removed, 120, every=0.2)
+        wait_for("scavenger pods evicted", all_removed, 180, every=0.2)
         rows = {n: _final_sacct(cluster, ids[n]) for n in (single, members[0])}
         print(f"\nSlurm {cluster.slurm.version} preemption by job {high}:")
         for n, row in rows.items():
