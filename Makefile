@@ -7,7 +7,7 @@ export SLURM_VERSION ?= 26.05
 # Versions of Slurm the test run brings up (and parametrizes over); the first is the default for the bridge.
 export SLURM_VERSIONS ?= $(SLURM_VERSION)
 
-.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo demo-autoscale bench-client bench-bridge bench-exporter clean
+.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo demo-autoscale demo-policy bench-client bench-bridge bench-exporter clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ testbed-status:
 
 demo: testbed-up
 	$(BIN)/python -m tools.demo
+
+# Slurm's fair-share and preemption deciding for pods (tools/demo_policy.py, docs/slurm-policies.md).
+demo-policy: testbed-up
+	$(BIN)/python -m tools.demo_policy
 
 # The autoscaling loop (tools/autoscale_demo.py): writes docs/autoscale.png and docs/autoscale.csv.
 demo-autoscale: testbed-up

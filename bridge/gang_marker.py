@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from bridge import wellknown
 from bridge.gang import GangKey, GangKind
+from slurm_client import split_exit_code
 
 _GRAMMAR = re.compile(
     re.escape(wellknown.MARKER_PREFIX) + r" cluster=(?P<cluster_id>[A-Za-z0-9][A-Za-z0-9._-]{0,62})"
@@ -65,7 +66,8 @@ def parse_gang_marker(comment: str | None) -> GangMarker | None:
     """The gang marker in `comment`, whatever cluster wrote it; None if the comment is not one."""
     if comment is None:
         return None
-    match = _GRAMMAR.fullmatch(comment)
+    # A batch placeholder being ended carries the pod's exit code after the marker (slurm_client).
+    match = _GRAMMAR.fullmatch(split_exit_code(comment)[0])
     if match is None:
         return None
     fields = match.groupdict()

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from bridge import wellknown
+from slurm_client import split_exit_code
 
 _GRAMMAR = re.compile(
     re.escape(wellknown.MARKER_PREFIX) + r" cluster=(?P<cluster_id>[A-Za-z0-9][A-Za-z0-9._-]{0,62})"
@@ -57,7 +58,8 @@ def parse_marker(comment: str | None) -> JobMarker | None:
     """The marker in `comment`, whatever cluster wrote it; None if the comment is not a marker."""
     if comment is None:
         return None
-    match = _GRAMMAR.fullmatch(comment)
+    # A batch placeholder being ended carries the pod's exit code after the marker (slurm_client).
+    match = _GRAMMAR.fullmatch(split_exit_code(comment)[0])
     if match is None:
         return None
     return JobMarker(**match.groupdict())

@@ -68,6 +68,9 @@ class PodInfo(_Frozen):
     pod_limits: dict[str, str] = {}
     phase: str | None = None
     conditions: tuple[PodCondition, ...] = ()
+    # The exit code of the first container (init containers first) that terminated with a non-zero
+    # code; None when none did. A batch placeholder records it as the Slurm job's exit code.
+    failed_exit_code: int | None = None
 
     @classmethod
     def from_api(cls, pod: Mapping[str, Any]) -> PodInfo:
@@ -95,6 +98,7 @@ class PodInfo(_Frozen):
             pod_requests=_string_map(pod_resources.get("requests")),
             pod_limits=_string_map(pod_resources.get("limits")),
             phase=status.get("phase"),
+            failed_exit_code=first_failed_exit_code(status),
             conditions=tuple(
                 PodCondition(
                     type=str(c.get("type")),
@@ -171,3 +175,14 @@ def slurm_to_kubernetes_nodes(nodes: Iterable[NodeInfo], node_name_label: str | 
 def _string_map(value: Any) -> dict[str, str]:
     # YAML manifests may give `cpu: 2` or a label value as a number; the API always returns strings.
     return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+def first_failed_exit_code(status: Mapping[str, Any]) -> int | None:
+    """The first non-zero `terminated.exitCode` in a pod status (init containers, then containers)."""
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or ():
+            terminated = ((container or {}).get("state") or {}).get("terminated") or {}
+            code = terminated.get("exitCode")
+            if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+                return code
+    return None

@@ -42,7 +42,8 @@ _USED_RESOURCES: Final = (_CPU, _MEMORY, *wellknown.GPU_RESOURCES)
 _POD_LEVEL_RESOURCES: Final = (_CPU, _MEMORY)
 
 # The batch placeholder (slurm_client's): ends with the pod's outcome when the bridge signals the batch
-# shell (USR1: exit 0, USR2: exit 1); any other end (scancel, time limit) kills it as usual.
+# shell (USR1: exit 0, USR2: the exit code end_placeholder wrote into the comment); any other end
+# (scancel, time limit) kills it as usual.
 BATCH_PLACEHOLDER_SCRIPT: Final = placeholder_script()
 
 

@@ -22,6 +22,7 @@ from bridge.wellknown import (
     TAINT_MANAGED_NODE,
     Reason,
 )
+from controller.eviction import evict_pod
 from controller.plan import CancelJob
 from controller.ports import Events, JobIndex, JobSubmitter, PodWriter
 from controller.runtime import RetryLater
@@ -71,11 +72,11 @@ class PodEffects:
         return result.job_id
 
     async def end_job(self, action: CancelJob) -> None:
-        """End a placeholder job as planned: signalled with the pod's outcome, or cancelled; a job
-        already gone from slurmctld counts as ended."""
+        """End a placeholder job as planned: told the pod's exit code, or cancelled; a job already gone
+        from slurmctld counts as ended."""
         try:
-            if action.signal is not None:
-                await self._slurm.cancel_job(action.job_id, action.signal, batch_only=True)
+            if action.exit_code is not None:
+                await self._slurm.end_placeholder(action.job_id, action.exit_code, comment=action.comment)
             else:
                 await self._slurm.cancel_job(action.job_id)
         except JobNotFound:
@@ -150,12 +151,14 @@ class PodEffects:
         annotations = {ANNOTATION_SLURM_NODE: slurm_node}
         await self._kube.bind_pod(namespace, name, node_name, uid=uid, annotations=annotations)
 
-    async def delete(self, pod: KubeObject, reason: str, message: str) -> bool:
+    async def delete(self, pod: KubeObject, reason: str, message: str, *, evict: bool = False) -> bool:
         """DisruptionTarget=True (reason, message), as kube-scheduler marks a preempted pod, then delete
-        (that incarnation only). False when the pod is gone already."""
+        that incarnation, or evict it (controller/eviction.py). False when the pod is gone already."""
         if not await self.set_condition(pod, CONDITION_DISRUPTION_TARGET, "True", reason, message):
             return False
         namespace, name, uid = _identity(pod)
+        if evict:
+            return await evict_pod(self._kube, namespace, name, uid, reason)
         await self._kube.delete_pod(namespace, name, uid=uid)
         return True
 

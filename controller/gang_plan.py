@@ -70,6 +70,7 @@ from bridge.gang_translate import (
     placeholder_gang_job_for,
 )
 from bridge.objects import PodInfo
+from bridge.pending_reasons import pending_detail
 from bridge.translate import JobOutcome, namespace_refusal
 from bridge.wellknown import (
     ANNOTATION_SLURM_NODE,
@@ -79,7 +80,7 @@ from bridge.wellknown import (
     GangReason,
     Reason,
 )
-from controller.plan import CancelJob, SubmitJob, ending, why_job_ended
+from controller.plan import EVICTION_REASONS, CancelJob, SubmitJob, ending, why_job_ended
 from slurm_client import Job, JobState
 
 AnyReason = Reason | GangReason
@@ -137,6 +138,7 @@ class DeleteMembers:
     pods: tuple[PodRef, ...]
     reason: AnyReason
     message: str
+    evict: bool = False  # through the Eviction API (Slurm took the allocation back: a preemption)
 
 
 @dataclass(frozen=True)
@@ -390,7 +392,7 @@ def _plan_unstarted(view: _View, job: Job, marker: GangMarker, plan: _Plan) -> N
         message = f"Slurm job {job.job_id} holds the places of {len(candidates)} members"
         plan.actions.append(RecordGroupEvent(Reason.JOB_SUBMITTED, message))
     if job.state is JobState.PENDING:
-        detail = f": {job.state_reason}" if job.state_reason and job.state_reason != "None" else ""
+        detail = pending_detail(job.state_reason)
         message = f"Slurm job {job.job_id} pending{detail}"
         plan.actions += _pending(view, candidates, Reason.JOB_PENDING, message, plan)
     elif job.state is JobState.SUSPENDED:
@@ -536,7 +538,7 @@ def _plan_without_group(
         if any(p.is_bound and not p.is_terminal for p in crew):
             held.add(job.job_id)  # release at terminal: its members may still run on the allocation
         else:
-            actions.append(ending(job, _outcome(crew), message))
+            actions.append(ending(job, _outcome(crew), message, _exit_code(crew)))
     active = {job.job_id for job, _ in marked if _active(job)}
     for (reason, message), pods in _bound_leftovers(ours, marked, active).items():
         actions += _delete(pods, reason, message, event=False)
@@ -656,7 +658,7 @@ def _release(
     if any(p.is_bound and not p.is_terminal for p in crew):
         return actions  # release at terminal, not while a member's containers may still run
     outcome = _outcome(crew)
-    actions.append(ending(job, outcome, message))
+    actions.append(ending(job, outcome, message, _exit_code(crew)))
     warning = reason is not Reason.JOB_RELEASED or outcome is not JobOutcome.SUCCESS
     announced = reason if reason in (Reason.STALE_JOB, Reason.DUPLICATE_JOB) else Reason.JOB_RELEASED
     actions.append(RecordGroupEvent(announced, message, warning))
@@ -755,7 +757,7 @@ def _delete(
     if not doomed:
         return []
     announce: list[GangAction] = [RecordGroupEvent(reason, message, warning=True)] if event else []
-    return [*announce, DeleteMembers(_refs(doomed), reason, message)]
+    return [*announce, DeleteMembers(_refs(doomed), reason, message, reason in EVICTION_REASONS)]
 
 
 def _group_status(view: _View, plan: _Plan) -> list[GangAction]:
@@ -815,6 +817,11 @@ def _outcome(crew: Sequence[PodInfo]) -> JobOutcome:
     if any(p.phase == PHASE_FAILED for p in crew):
         return JobOutcome.FAILURE
     return JobOutcome.CANCEL
+
+
+def _exit_code(crew: Sequence[PodInfo]) -> int | None:
+    """The first failed member's first failed container's exit code (None when none is known)."""
+    return next((p.failed_exit_code for p in crew if p.failed_exit_code), None)
 
 
 def _shown(pod: PodInfo, reason: AnyReason, message: str) -> bool:

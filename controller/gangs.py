@@ -290,9 +290,9 @@ class _Applier:
                         job_id,
                         b.slurm_node,
                     )
-            case DeleteMembers(pods=refs, reason=reason, message=message):
+            case DeleteMembers(pods=refs, reason=reason, message=message, evict=evict):
                 for pod in self._cached(refs):
-                    if await effects.delete(pod, reason, message):
+                    if await effects.delete(pod, reason, message, evict=evict):
                         log.info("%s: deleted %s (%s: %s)", self._key, _name(pod), reason, message)
             case RemoveMemberFinalizers(pods=refs):
                 # a member not in the cache as that incarnation has nothing of ours to remove

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from bridge.config import BridgeConfig
 from bridge.marker import JobMarker, decode_marker
 from bridge.objects import PodInfo
+from bridge.pending_reasons import pending_detail
 from bridge.translate import (
     JobOutcome,
     TranslationError,
@@ -71,19 +72,22 @@ class BindPod:
 
 @dataclass(frozen=True)
 class CancelJob:
-    """End a placeholder job: with `signal`, signal its batch shell (which then exits with the pod's
-    outcome); without, a plain cancel. Decided by `ending()`."""
+    """End a placeholder job. With `exit_code`, the batch placeholder is told to exit with it (Slurm
+    records COMPLETED 0:0 or FAILED N:0; SlurmClient.end_placeholder); without, a plain cancel (an
+    external placeholder, or a job nothing ran for). Decided by `ending()`."""
 
     job_id: int
     outcome: JobOutcome
     why: str  # for logs
-    signal: str | None = None
+    exit_code: int | None = None
+    comment: str | None = field(default=None, compare=False)  # the job's comment, as last seen
 
 
 @dataclass(frozen=True)
 class DeletePod:
     reason: Reason
     message: str
+    evict: bool = False  # through the Eviction API (Slurm took the allocation back: a preemption)
 
 
 @dataclass(frozen=True)
@@ -275,7 +279,7 @@ def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfi
             RecordEvent(Reason.JOB_SUPERSEDED, f"{why}; cancelling it and submitting a new one"),
             *_plan_submission(pod, config),
         ]
-    detail = f": {job.state_reason}" if job.state_reason and job.state_reason != "None" else ""
+    detail = pending_detail(job.state_reason)
     return _set_pending(pod, Reason.JOB_PENDING, f"Slurm job {job.job_id} pending{detail}")
 
 
@@ -300,7 +304,7 @@ def _release_for_terminal_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | Non
     if primary is not None and _active(primary[0]):
         job = primary[0]
         outcome = JobOutcome.SUCCESS if pod.phase == PHASE_SUCCEEDED else JobOutcome.FAILURE
-        actions.append(ending(job, outcome, f"pod {pod.phase}"))
+        actions.append(ending(job, outcome, f"pod {pod.phase}", pod.failed_exit_code))
         actions.append(RecordEvent(Reason.JOB_RELEASED, f"pod {pod.phase}: ending Slurm job {job.job_id}"))
     if pod.has_finalizer:
         actions.append(RemoveFinalizer())
@@ -323,7 +327,8 @@ def _release_for_deleted_pod(pod: PodInfo, primary: tuple[Job, JobMarker] | None
 
 
 def _delete_pod(reason: Reason, message: str) -> list[PodAction]:
-    return [RecordEvent(reason, message, warning=True), DeletePod(reason, message)]
+    evict = reason in EVICTION_REASONS
+    return [RecordEvent(reason, message, warning=True), DeletePod(reason, message, evict)]
 
 
 def _set_pending(pod: PodInfo, reason: Reason, message: str, *, warning: bool = False) -> list[PodAction]:
@@ -339,12 +344,19 @@ def _cancel_unwanted(job: Job, reason: Reason, why: str) -> list[PodAction]:
     return [ending(job, JobOutcome.CANCEL, why), RecordEvent(reason, f"cancelling: {why}", warning=True)]
 
 
-def ending(job: Job, outcome: JobOutcome, why: str) -> CancelJob:
+def ending(job: Job, outcome: JobOutcome, why: str, failed_exit_code: int | None = None) -> CancelJob:
     """How to end `job`: only a running placeholder can report an outcome. A batch placeholder (or one of
-    unknown kind) is signalled with it; an external one ignores signals and is cancelled plainly."""
+    unknown kind) exits with the pod's code (0, or the failed container's, 1 when unknown); an external
+    one ignores signals and is cancelled plainly."""
     outcome = outcome if job.state is JobState.RUNNING else JobOutcome.CANCEL
-    signal = outcome.batch_signal if job.batch is not False else None
-    return CancelJob(job.job_id, outcome, why, signal)
+    if outcome is JobOutcome.CANCEL or job.batch is False:
+        return CancelJob(job.job_id, outcome, why)
+    exit_code = 0 if outcome is JobOutcome.SUCCESS else (failed_exit_code or 1)
+    return CancelJob(job.job_id, outcome, why, exit_code, job.comment)
+
+
+# Job endings Kubernetes users know as evictions: Slurm took the resources back.
+EVICTION_REASONS: frozenset[str] = frozenset({Reason.JOB_PREEMPTED})
 
 
 def _active(job: Job) -> bool:

@@ -190,9 +190,9 @@ class PodReconciler:
             case CancelJob(job_id=job_id, outcome=outcome, why=why):
                 await self._effects.end_job(action)
                 log.info("%s: ended Slurm job %d (%s; %s)", key, job_id, outcome, why)
-            case DeletePod(reason=reason, message=message):
+            case DeletePod(reason=reason, message=message, evict=evict):
                 assert raw is not None
-                if await self._effects.delete(raw, reason, message):
+                if await self._effects.delete(raw, reason, message, evict=evict):
                     log.info("%s: deleted (%s: %s)", key, reason, message)
             case RemoveFinalizer():
                 assert raw is not None

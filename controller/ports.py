@@ -73,6 +73,16 @@ class PodWriter(ObjectReader, ObjectWriter, Protocol):
 
     async def delete_pod(self, namespace: str, name: str, *, uid: str | None = None) -> bool: ...
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Any = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any: ...
+
     async def remove_finalizer(
         self,
         ref: ResourceRef,
@@ -107,6 +117,10 @@ class Events(Protocol):
 
 class JobSubmitter(Protocol):
     async def submit_job(self, spec: JobSpec) -> SubmitResult: ...
+
+    async def end_placeholder(
+        self, job_id: int, exit_code: int, *, comment: str | None = None
+    ) -> CancelOutcome: ...
 
     async def cancel_job(
         self, job_id: int, signal: str | int | None = None, *, batch_only: bool = False

@@ -15,14 +15,16 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Collection
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 import exporter
 from bridge.config import BridgeConfig
+from bridge.startup_checks import StartupRefused
 from slurm_bridge.clients import slurm_clients
-from slurm_bridge.exits import EXIT_LEADERSHIP_LOST, EXIT_OK, LeaseLost
+from slurm_bridge.exits import EXIT_LEADERSHIP_LOST, EXIT_OK, EXIT_USAGE, LeaseLost
 from slurm_bridge.health import Health
 from slurm_client import SlurmClient
 
@@ -36,6 +38,9 @@ def run(config: BridgeConfig, components: set[str]) -> int:
         asyncio.run(run_async(config, components))
     except KeyboardInterrupt:
         pass
+    except StartupRefused as refused:
+        print(f"slurm-bridge: refusing to start: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     except LeaseLost as lost:
         log.error("%s: stopping (exit %d) to rejoin as a follower", lost, EXIT_LEADERSHIP_LOST)
         return EXIT_LEADERSHIP_LOST

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
 from bridge.gang import GangKind
+from bridge.startup_checks import refuse_unsupported
 from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
@@ -323,6 +324,7 @@ async def start_workloads(
     config = await resolve_cluster_id(config, kube)
     capabilities = await slurm.discover()
     log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
+    refuse_unsupported(config, capabilities)  # StartupRefused: slurm_bridge/app.py says why, exit 2
     workloads = await build_workloads(
         config, components, kube=kube, slurm=slurm, operator=operator, registry=registry, identity=identity
     )

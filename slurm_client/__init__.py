@@ -47,7 +47,7 @@ from ._models import (
     Ping,
     SubmitResult,
 )
-from ._placeholder import placeholder_script
+from ._placeholder import placeholder_script, split_exit_code, with_exit_code
 from ._versions import SUPPORTED_VERSIONS
 
 __all__ = [
@@ -98,4 +98,6 @@ __all__ = [
     "compress_hostlist",
     "expand_hostlist",
     "placeholder_script",
+    "split_exit_code",
+    "with_exit_code",
 ]

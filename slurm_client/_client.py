@@ -59,6 +59,7 @@ from ._models import (
     Ping,
     SubmitResult,
 )
+from ._placeholder import FAILURE_SIGNAL, SUCCESS_SIGNAL, with_exit_code
 from ._versions import (
     SUPPORTED_VERSIONS,
     adapter_for,
@@ -531,6 +532,27 @@ class SlurmClient:
         except JobAlreadyFinished:
             return CancelOutcome.ALREADY_FINISHED
         return CancelOutcome.SIGNALLED
+
+    async def end_placeholder(
+        self, job_id: int, exit_code: int, *, comment: str | None = None
+    ) -> CancelOutcome:
+        """End a batch placeholder (`placeholder_script`) so Slurm records `exit_code` as the job's.
+
+        0 → USR1 (COMPLETED 0:0). Otherwise the code (taken modulo 256, 1 when that is 0) is appended
+        to the job's comment as ``exit=N`` - `comment` is the job's current comment, read from Slurm
+        when not given - and the batch shell gets USR2 (FAILED N:0). A job that ended meanwhile gives
+        ALREADY_FINISHED; JobNotFound when Slurm no longer knows it.
+        """
+        if exit_code == 0:
+            return await self.cancel_job(job_id, SUCCESS_SIGNAL, batch_only=True)
+        code = exit_code % 256 or 1
+        if comment is None:
+            comment = (await self.get_job(job_id)).comment
+        try:
+            await self.update_job(job_id, JobUpdate(comment=with_exit_code(comment, code)))
+        except JobAlreadyFinished:
+            return CancelOutcome.ALREADY_FINISHED
+        return await self.cancel_job(job_id, FAILURE_SIGNAL, batch_only=True)
 
     async def list_nodes(self) -> tuple[Node, ...]:
         api = await self._api()

@@ -9,6 +9,7 @@ bash "$HERE/monitoring.sh" down
 bash "$HERE/nodesets.sh" down
 bash "$HERE/workload-controllers.sh" down
 for v in 22.05 24.11 26.05; do bash "$HERE/slurm.sh" down "$v"; done
+bash "$HERE/mariadb.sh" down
 bash "$HERE/k8s.sh" down
 # Placeholder batch scripts can outlive a stopped slurmd.
 pkill -f -- "slurmstepd: \[" 2>/dev/null || true

@@ -25,6 +25,7 @@ NODES=(slurm-bridge-0 slurm-bridge-1 slurm-bridge-2 slurm-bridge-3)
 FUTURE_NODES=8 # ns-0 .. ns-7: NodeSet-style nodes declared ahead (State=FUTURE)
 PARTITION=slurm-bridge
 TOKEN_USER=slurm
+TENANT_USERS=(alice bob) # Unix users of two tenants (accounts physics and biology)
 
 case "$VERSION" in
   22.05) BASE_PORT=17000; ROOT=""; API_PLUGINS="openapi/v0.0.38" ;;
@@ -34,11 +35,13 @@ case "$VERSION" in
 esac
 CTLD_PORT=$BASE_PORT
 RESTD_PORT=$((BASE_PORT + 50))
+DBD_PORT=$((BASE_PORT + 60))
 CLUSTER="tb${VERSION/./}"
 # Path of the cluster's state as seen by its daemons (inside the chroot for chroot versions).
 if [[ -z "$ROOT" ]]; then IN="$STATE_ROOT/slurm/$VERSION"; else IN="/srv/bridge-testbed-$VERSION"; fi
 HOST_STATE="$ROOT$IN"
 CONF="$IN/slurm.conf"
+DB_NAME="${CLUSTER}_acct"
 
 # Slurm's commands authenticate with $SLURM_JWT when it is set; .testbed/env sets it for slurmrestd
 # clients, and another cluster's token would be refused: commands here always run without it.
@@ -87,7 +90,7 @@ install_slurm() {
   if [[ -z "$ROOT" ]]; then
     command -v slurmctld >/dev/null && command -v slurmrestd >/dev/null && [[ -f /usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so ]] && return 0
     log "installing Debian bookworm Slurm packages on the host"
-    apt_host slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge || die "apt-get install of Slurm 22.05 failed"
+    apt_host slurmctld slurmd slurmrestd slurmdbd slurm-client slurm-wlm-jwt-plugin munge || die "apt-get install of Slurm 22.05 failed"
     return 0
   fi
   [[ -f "$ROOT/.complete" ]] && return 0
@@ -95,7 +98,7 @@ install_slurm() {
   rm -rf "$ROOT" && mkdir -p "$(dirname "$ROOT")"
   cp -a "$CACHE/roots/trixie-base" "$ROOT" && rm -f "$ROOT/.complete"
   mount_root
-  local pkgs="slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin" mirror
+  local pkgs="slurmctld slurmd slurmrestd slurmdbd slurm-client slurm-wlm-jwt-plugin" mirror
   mirror="$(debian_mirror)"
   if [[ "$VERSION" == 26.05 ]]; then
     log "installing Slurm from sid in $ROOT"
@@ -116,6 +119,26 @@ install_slurm() {
   touch "$ROOT/.complete"
 }
 
+install_accounting() { # slurmdbd (added to roots cached before accounting existed) and the tenants' Unix users
+  if [[ -z "$ROOT" ]]; then
+    command -v slurmdbd >/dev/null || { log "installing slurmdbd on the host"; apt_host slurmdbd || die "apt-get install slurmdbd failed"; }
+  elif [[ ! -x "$ROOT/usr/sbin/slurmdbd" ]]; then
+    log "installing slurmdbd in $ROOT"
+    local -a target=()
+    [[ "$VERSION" != 26.05 ]] || target=(-t sid)
+    mount_root
+    if ! chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${target[@]}" slurmdbd >/dev/null 2>&1; then
+      chroot "$ROOT" apt-get -qq -o Acquire::Check-Valid-Until=false update || die "apt-get update failed in chroot"
+      chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${target[@]}" slurmdbd >/dev/null ||
+        die "apt-get install slurmdbd failed in chroot"
+    fi
+  fi
+  local u
+  for u in "${TENANT_USERS[@]}"; do
+    in_root sh -c "id $u >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin $u" || die "could not create user $u"
+  done
+}
+
 write_config() {
   mkdir -p "$HOST_STATE"/{ctld,spool,run,log}
   for n in "${NODES[@]}"; do mkdir -p "$HOST_STATE/spool/$n"; done
@@ -131,7 +154,29 @@ write_config() {
   # Slurm >= 25.11 serves its own OpenMetrics on slurmctld's port (/metrics/jobs, /metrics/nodes, ...);
   # the exporter is compared with it (tests/testbed/test_exporter_native.py) and Prometheus scrapes it.
   if [[ "$VERSION" == 26.05 ]]; then metrics=$'MetricsType=metrics/openmetrics\nMetricsParameters=ignore_private_data'; fi
-  cat >"$HOST_STATE/slurm.conf" <<CONF
+  local dbpass
+  dbpass="$(bash "$HERE/mariadb.sh" password)"
+  # slurmdbd: one per cluster, its own database on the shared MariaDB (testbed/mariadb.sh)
+  cat >"$HOST_STATE/slurmdbd.conf.new" <<DBD
+# Written by testbed/slurm.sh
+AuthType=$auth
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=$IN/jwt.key
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=17330
+StorageUser=slurm
+StoragePass=$dbpass
+StorageLoc=$DB_NAME
+LogFile=$IN/log/slurmdbd.log
+PidFile=$IN/run/slurmdbd.pid
+DBD
+  chmod 0600 "$HOST_STATE/slurmdbd.conf.new"
+  cat >"$HOST_STATE/slurm.conf.new" <<CONF
 # Written by testbed/slurm.sh: a $VERSION cluster on loopback for the bridge's tests.
 ClusterName=$CLUSTER
 SlurmctldHost=localhost(127.0.0.1)
@@ -151,14 +196,32 @@ SlurmdLogFile=$IN/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+# Accounting, fair-share, QOS and preemption (docs/slurm-policies.md); the associations are made by
+# setup_associations below.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
+AccountingStorageEnforce=associations,limits,qos,safe
+PriorityType=priority/multifactor
+PriorityWeightFairshare=100000
+PriorityWeightQOS=10000
+PriorityWeightAge=100
+PriorityWeightJobSize=0
+PriorityWeightPartition=0
+PriorityMaxAge=1-0
+# Fair-share factors are recomputed every minute (the smallest period), usage halves in 30 minutes.
+PriorityCalcPeriod=1
+PriorityDecayHalfLife=30
+PreemptType=preempt/qos
+PreemptMode=CANCEL
 JobCompType=jobcomp/none
 MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
-# Place jobs on the next scheduler pass instead of batching submits for 3 s (TESTBED-FACTS).
-SchedulerParameters=batch_sched_delay=0
+# Place jobs on the next scheduler pass instead of batching submits for 3 s (TESTBED-FACTS); a backfill
+# pass every 5 s (default 30) so a pod that fits a hole starts soon (tests/testbed/test_policies_e2e.py).
+SchedulerParameters=batch_sched_delay=0,bf_interval=5
 # Nodes are declared bigger than this machine; without this they come up "inval".
 SlurmdParameters=config_overrides
 ReturnToService=2
@@ -185,7 +248,77 @@ CONF
   printf 'AutoDetect=off\nNodeName=slurm-bridge-[2-3] Name=gpu File=%s/gpu/fake[0-1]\n' "$IN" >"$HOST_STATE/gres.conf"
   # 24.11+ would try to set up cgroups; 22.05 has no "disabled" plugin and needs no cgroup.conf.
   [[ "$VERSION" == 22.05 ]] || printf 'CgroupPlugin=disabled\n' >"$HOST_STATE/cgroup.conf"
-  chmod 0644 "$HOST_STATE"/*.conf
+  chmod 0644 "$HOST_STATE/slurm.conf.new" "$HOST_STATE/gres.conf"
+  [[ "$VERSION" == 22.05 ]] || chmod 0644 "$HOST_STATE/cgroup.conf"
+  CONFIG_CHANGED=""
+  local f
+  for f in slurm.conf slurmdbd.conf; do
+    if cmp -s "$HOST_STATE/$f.new" "$HOST_STATE/$f"; then
+      rm -f "$HOST_STATE/$f.new"
+    else
+      mv "$HOST_STATE/$f.new" "$HOST_STATE/$f"
+      CONFIG_CHANGED+=" $f"
+    fi
+  done
+}
+
+dbd_running() { [[ -f "$HOST_STATE/run/slurmdbd.pid" ]] && kill -0 "$(cat "$HOST_STATE/run/slurmdbd.pid")" 2>/dev/null; }
+
+stop_dbd() {
+  dbd_running || return 0
+  local pid
+  pid="$(cat "$HOST_STATE/run/slurmdbd.pid")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+start_dbd() {
+  bash "$HERE/mariadb.sh" up
+  bash "$HERE/mariadb.sh" database "$DB_NAME"
+  mount_root
+  mkdir -p "$HOST_STATE/run"
+  if ! dbd_running; then
+    log "starting slurmdbd on port $DBD_PORT"
+    in_root /usr/sbin/slurmdbd || die "slurmdbd failed to start; see $HOST_STATE/log/slurmdbd.log"
+  fi
+  local deadline=$((SECONDS + 60))
+  until in_root sacctmgr -n -P show cluster format=cluster >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "slurmdbd not answering on port $DBD_PORT; see $HOST_STATE/log/slurmdbd.log"
+    sleep 0.5
+  done
+}
+
+# Accounts, users and QOS of the testbed (idempotent: each is added only when missing).
+#   bridge    default account of the bridge's user (work that names no account)
+#   physics / biology  two tenants (fair-share 60 / 40), users alice and bob, and the bridge's user
+#   scavenge  preemptible work (QOS scavenger)
+# QOS: normal, high (preempts scavenger), scavenger, limited (one running job per user).
+setup_associations() {
+  local -a sam=(in_root sacctmgr -i -n)
+  local have
+  have="$("${sam[@]}" -P show cluster format=cluster)"
+  grep -qx "$CLUSTER" <<<"$have" || "${sam[@]}" add cluster "$CLUSTER" >/dev/null || die "sacctmgr add cluster failed"
+  have="$("${sam[@]}" -P show qos format=name)"
+  grep -qx scavenger <<<"$have" || "${sam[@]}" add qos scavenger Priority=0 >/dev/null
+  grep -qx high <<<"$have" || "${sam[@]}" add qos high Priority=1000 Preempt=scavenger >/dev/null
+  grep -qx limited <<<"$have" || "${sam[@]}" add qos limited Priority=0 MaxJobsPerUser=1 >/dev/null
+  local qos=normal,high,scavenger,limited a
+  have="$("${sam[@]}" -P show account format=account)"
+  for a in bridge:10 physics:60 biology:40 scavenge:1; do
+    grep -qx "${a%%:*}" <<<"$have" ||
+      "${sam[@]}" add account "${a%%:*}" Cluster="$CLUSTER" Fairshare="${a##*:}" QOS="$qos" DefaultQOS=normal >/dev/null ||
+      die "sacctmgr add account ${a%%:*} failed"
+  done
+  have="$("${sam[@]}" -P show assoc cluster="$CLUSTER" format=account,user)"
+  local pair
+  for pair in "$TOKEN_USER:bridge" "$TOKEN_USER:physics" "$TOKEN_USER:biology" "$TOKEN_USER:scavenge" \
+    alice:physics bob:biology root:physics root:biology root:scavenge; do
+    grep -qx "${pair##*:}|${pair%%:*}" <<<"$have" && continue
+    # a user's first account becomes its default: slurm -> bridge, alice -> physics, bob -> biology
+    "${sam[@]}" add user "${pair%%:*}" Account="${pair##*:}" Cluster="$CLUSTER" >/dev/null ||
+      die "sacctmgr add user ${pair%%:*} to ${pair##*:} failed"
+  done
 }
 
 start_munge() {
@@ -220,7 +353,10 @@ start_daemons() {
   [[ -z "$ROOT" ]] || mkdir -p "$ROOT/run/slurmctld" "$ROOT/run/slurm"
   if [[ -z "$(pids_of "slurmctld -f $CONF")" ]]; then
     log "starting slurmctld on port $CTLD_PORT"
-    # -c: a (re)started testbed begins with an empty queue; -i: never refuse to start over old state
+    # -c: a (re)started testbed begins with an empty queue; -i: never refuse to start over old state.
+    # The cluster id the state remembers may predate this cluster's database (slurmctld then refuses
+    # with CLUSTER ID MISMATCH): the database's id wins.
+    rm -f "$HOST_STATE/ctld/clustername"
     in_root /usr/sbin/slurmctld -f "$CONF" -c -i || die "slurmctld failed to start; see $HOST_STATE/log/slurmctld.log"
   fi
   for n in "${NODES[@]}"; do
@@ -278,7 +414,7 @@ wait_ready() {
 write_env() {
   local v="${VERSION/./_}" bin="$STATE_ROOT/bin/$VERSION"
   mkdir -p "$bin"
-  for c in squeue sinfo scontrol scancel sbatch srun salloc sacct sprio sshare; do
+  for c in squeue sinfo scontrol scancel sbatch srun salloc sacct sacctmgr sprio sshare; do
     if [[ -z "$ROOT" ]]; then
       printf '#!/bin/sh\nexec env -u SLURM_JWT SLURM_CONF=%s /usr/bin/%s "$@"\n' "$CONF" "$c" >"$bin/$c"
     else
@@ -323,13 +459,22 @@ case "$ACTION" in
   up)
     install_slurm
     start_munge
-    [[ -f "$HOST_STATE/slurm.conf" && -n "$(pids_of "slurmctld -f $CONF")" ]] || write_config
+    install_accounting
+    write_config
+    if [[ -n "$CONFIG_CHANGED" ]]; then
+      # A running cluster on an older config is restarted (a reconfigure cannot switch accounting on)
+      running="$(pids_of "(slurmctld|slurmd|slurmrestd) -f $CONF")"
+      if [[ -n "$running" ]]; then log "config changed ($CONFIG_CHANGED ): restarting"; stop_daemons; fi
+      [[ "$CONFIG_CHANGED" != *slurmdbd.conf* ]] || stop_dbd
+    fi
+    start_dbd
+    setup_associations
     start_daemons
     wait_ready
     write_env
     log "ready: slurmrestd http://127.0.0.1:$RESTD_PORT, partition $PARTITION, nodes ${NODES[*]}"
     ;;
-  down) stop_daemons ;;
+  down) stop_daemons; stop_dbd ;;
   slurmd-start) # VERSION NODE: a slurmd for one declared (FUTURE) node, as a NodeSet pod's container would
     node="${3:?usage: slurm.sh slurmd-start VERSION NODE}"
     [[ -n "$(pids_of "slurmctld -f $CONF")" ]] || die "cluster not running"

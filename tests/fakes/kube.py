@@ -133,6 +133,18 @@ class FakeKube:
         self.calls.append(("delete-pod", name, uid))
         return True
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Any = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        self.calls.append((method, path))
+        return {}
+
     async def remove_finalizer(
         self,
         ref: ResourceRef,

@@ -55,6 +55,15 @@ class FakeSlurm:
         self.cancelled.append((job_id, signal))
         return CancelOutcome.SIGNALLED
 
+    async def end_placeholder(
+        self, job_id: int, exit_code: int, *, comment: str | None = None
+    ) -> CancelOutcome:
+        """Recorded as the signal the placeholder gets: USR1 for 0, USR2 (with the code) otherwise."""
+        if self.fail_cancel is not None:
+            raise self.fail_cancel
+        self.cancelled.append((job_id, "USR1" if exit_code == 0 else f"USR2 exit={exit_code}"))
+        return CancelOutcome.SIGNALLED
+
     async def list_partitions(self) -> tuple[Partition, ...]:
         if self.fail is not None:
             raise self.fail

@@ -533,7 +533,10 @@ SCENARIOS = [
         ),
         [
             CancelJob(
-                42, JobOutcome.FAILURE, "member w-0, w-1 failed: ending the gang and its Slurm job 42", "USR2"
+                42,
+                JobOutcome.FAILURE,
+                "member w-0, w-1 failed: ending the gang and its Slurm job 42",
+                exit_code=1,
             ),
             RecordGroupEvent(
                 Reason.JOB_RELEASED,
@@ -580,7 +583,7 @@ SCENARIOS = [
             group(annotations={"scheduler.slinky.slurm.net/gang-failure-policy": "Continue"}),
         ),
         [
-            CancelJob(42, JobOutcome.FAILURE, ALL_ENDED, "USR2"),
+            CancelJob(42, JobOutcome.FAILURE, ALL_ENDED, exit_code=1),
             RecordGroupEvent(Reason.JOB_RELEASED, ALL_ENDED, warning=True),
             RemoveMemberFinalizers(refs("w-0", "w-1")),
         ],
@@ -598,7 +601,7 @@ SCENARIOS = [
             [RUNNING_42],
         ),
         [
-            CancelJob(42, JobOutcome.SUCCESS, ALL_ENDED, "USR1"),
+            CancelJob(42, JobOutcome.SUCCESS, ALL_ENDED, exit_code=0),
             RecordGroupEvent(Reason.JOB_RELEASED, ALL_ENDED),
             RemoveMemberFinalizers(refs("w-0", "w-1")),
         ],
@@ -687,7 +690,10 @@ SCENARIOS = [
             [RUNNING_42],
             no_group=True,
         ),
-        [CancelJob(42, JobOutcome.FAILURE, GROUP_GONE, "USR2"), RemoveMemberFinalizers(refs("w-0", "w-1"))],
+        [
+            CancelJob(42, JobOutcome.FAILURE, GROUP_GONE, exit_code=1),
+            RemoveMemberFinalizers(refs("w-0", "w-1")),
+        ],
         id="group-deleted-members-ended-job-released",
     ),
     pytest.param(

@@ -103,7 +103,18 @@ class FakeKube:
         self.calls: list[tuple[Any, ...]] = []
         self.served: dict[str, list[str]] = {}
 
-    async def request(self, method: str, path: str) -> KubeObject:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Any = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        if method == "POST":  # an eviction
+            self.calls.append(("evict", path.rsplit("/", 2)[-2]))
+            return {}
         if path not in self.served:
             raise NotFound(404, "NotFound", path)
         return {"resources": [{"name": n} for n in self.served[path]]}
@@ -173,6 +184,7 @@ class FakeSlurm:
     def __init__(self, *, fail: Exception | None = None) -> None:
         self.submitted: list[JobSpec] = []
         self.cancelled: list[tuple[Any, ...]] = []
+        self.exit_codes: list[int] = []
         self.fail = fail
 
     async def submit_job(self, spec: JobSpec) -> SubmitResult:
@@ -185,6 +197,13 @@ class FakeSlurm:
         self, job_id: int, signal: str | int | None = None, *, batch_only: bool = False
     ) -> CancelOutcome:
         self.cancelled.append((job_id, signal) if signal is not None else (job_id,))
+        return CancelOutcome.SIGNALLED
+
+    async def end_placeholder(
+        self, job_id: int, exit_code: int, *, comment: str | None = None
+    ) -> CancelOutcome:
+        self.cancelled.append((job_id, "USR1" if exit_code == 0 else "USR2"))
+        self.exit_codes.append(exit_code)
         return CancelOutcome.SIGNALLED
 
     async def list_partitions(self) -> tuple[Partition, ...]:

@@ -337,6 +337,11 @@ class FlakyCanceller:
     async def submit_job(self, spec: JobSpec) -> SubmitResult:
         raise AssertionError("no submit in a sweep")
 
+    async def end_placeholder(
+        self, job_id: int, exit_code: int, *, comment: str | None = None
+    ) -> CancelOutcome:
+        raise AssertionError("an orphan is cancelled, not ended with an outcome")
+
     async def cancel_job(
         self, job_id: int, signal: str | int | None = None, *, batch_only: bool = False
     ) -> CancelOutcome:

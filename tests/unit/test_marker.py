@@ -101,3 +101,11 @@ def test_encode_refuses_what_would_not_decode(change: dict[str, str]) -> None:
     fields = {**MARKER.__dict__, **change}
     with pytest.raises(ValueError, match="decodable"):
         JobMarker(**fields).encode()
+
+
+def test_a_marker_with_an_exit_code_suffix_is_still_ours() -> None:
+    # a batch placeholder being ended carries " exit=N" after its marker (SlurmClient.end_placeholder)
+    from slurm_client import with_exit_code
+
+    marker = JobMarker("c1", "ns", "p", "00000000-0000-0000-0000-000000000001", "0123456789ab")
+    assert parse_marker(with_exit_code(marker.encode(), 3)) == marker

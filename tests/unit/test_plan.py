@@ -112,7 +112,8 @@ def pending(reason: Reason, message: str, warning: bool = False) -> list[PodActi
 
 
 def deleted(reason: Reason, message: str) -> list[PodAction]:
-    return [RecordEvent(reason, message, warning=True), DeletePod(reason, message)]
+    evict = reason is Reason.JOB_PREEMPTED  # Slurm took the allocation back: an eviction
+    return [RecordEvent(reason, message, warning=True), DeletePod(reason, message, evict)]
 
 
 def problems(p: PodInfo) -> str:
@@ -334,7 +335,7 @@ SCENARIOS = [
         pod(label=42, node="k8s-node-1", phase="Succeeded"),
         [job(42, JobState.RUNNING, nodes=("node1",))],
         [
-            CancelJob(42, JobOutcome.SUCCESS, "pod Succeeded", "USR1"),
+            CancelJob(42, JobOutcome.SUCCESS, "pod Succeeded", exit_code=0),
             RecordEvent(Reason.JOB_RELEASED, "pod Succeeded: ending Slurm job 42"),
             RemoveFinalizer(),
         ],
@@ -344,7 +345,7 @@ SCENARIOS = [
         pod(label=42, node="k8s-node-1", phase="Failed", deleting=True),
         [job(42, JobState.RUNNING, nodes=("node1",))],
         [
-            CancelJob(42, JobOutcome.FAILURE, "pod Failed", "USR2"),
+            CancelJob(42, JobOutcome.FAILURE, "pod Failed", exit_code=1),
             RecordEvent(Reason.JOB_RELEASED, "pod Failed: ending Slurm job 42"),
             RemoveFinalizer(),
         ],

@@ -142,7 +142,7 @@ CASES = [
         "a failed pod ends its batch job with USR2",
         raw_pod(phase="Failed", node="node1", job_id=7),
         [job(JobState.RUNNING, nodes=("node1",), batch=True)],
-        cancelled=[(7, "USR2")],
+        cancelled=[(7, "USR2 exit=1")],
         kube=[("unfinalize", "train-0", FINALIZER)],
         events=["SlurmJobReleased"],
     ),

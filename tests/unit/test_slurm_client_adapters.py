@@ -240,7 +240,7 @@ def test_placeholder_script_traps_signals() -> None:
     script = placeholder_script(120)
     assert script.startswith("#!/bin/sh\n")
     assert "trap 'finish 0' USR1" in script
-    assert "trap 'finish 1' USR2" in script
+    assert "trap failed USR2" in script
     assert "sleep 120 &" in script
     assert 'wait "$child"' in script
 

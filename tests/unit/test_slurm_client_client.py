@@ -703,3 +703,27 @@ def test_client_satisfies_the_protocol_statically() -> None:
 
     client = make_client("v0.0.42")
     assert accepts(client) is client  # mypy checks the structural match here
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "comment", "sent_comment", "query"),
+    [
+        pytest.param(0, "m", None, {"signal": "USR1", "flags": "BATCH_JOB"}, id="success-usr1-no-update"),
+        pytest.param(3, "m", "m exit=3", {"signal": "USR2", "flags": "BATCH_JOB"}, id="exit-3"),
+        pytest.param(137, "m exit=3", "m exit=137", {"signal": "USR2", "flags": "BATCH_JOB"}, id="replaces"),
+        pytest.param(256, "m", "m exit=1", {"signal": "USR2", "flags": "BATCH_JOB"}, id="wraps-to-1"),
+        pytest.param(-2, "m", "m exit=254", {"signal": "USR2", "flags": "BATCH_JOB"}, id="negative"),
+    ],
+)
+@respx.mock
+async def test_end_placeholder_writes_the_exit_code_then_signals(
+    v42: SlurmClient, exit_code: int, comment: str, sent_comment: str | None, query: dict[str, str]
+) -> None:
+    update = respx.post(f"{URL}/slurm/v0.0.42/job/11").mock(return_value=ok())
+    cancel = respx.delete(f"{URL}/slurm/v0.0.42/job/11").mock(return_value=ok())
+    await v42.end_placeholder(11, exit_code, comment=comment)
+    if sent_comment is None:
+        assert not update.called
+    else:
+        assert json.loads(update.calls.last.request.content)["comment"] == sent_comment
+    assert dict(cancel.calls.last.request.url.params) == query

@@ -467,7 +467,7 @@ def test_batch_script_traps_the_outcome_signals() -> None:
     assert JobOutcome.FAILURE.batch_signal == "USR2"
     assert JobOutcome.CANCEL.batch_signal is None
     assert "trap 'finish 0' USR1" in BATCH_PLACEHOLDER_SCRIPT
-    assert "trap 'finish 1' USR2" in BATCH_PLACEHOLDER_SCRIPT
+    assert "trap failed USR2" in BATCH_PLACEHOLDER_SCRIPT
 
 
 @pytest.mark.parametrize(
