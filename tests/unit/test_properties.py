@@ -22,10 +22,6 @@ from hypothesis import strategies as st
 from bridge import wellknown
 from bridge.config import BridgeConfig
 from bridge.gang import (
-    ANNOTATION_LWS_SIZE,
-    LABEL_LWS_GROUP_INDEX,
-    LABEL_LWS_NAME,
-    LABEL_LWS_WORKER_INDEX,
     GangInfo,
     GangKey,
     GangKind,
@@ -44,7 +40,13 @@ from bridge.translate import (
     parse_quantity,
     with_owner_options,
 )
-from bridge.wellknown import JobOption
+from bridge.wellknown import (
+    ANNOTATION_LWS_SIZE,
+    LABEL_LWS_GROUP_INDEX,
+    LABEL_LWS_NAME,
+    LABEL_LWS_WORKER_INDEX,
+    JobOption,
+)
 from slurm_client import RetryPolicy, SlurmClient, SlurmError, StaticTokenAuth
 from slurm_client._hostlist import HostlistError, compress_hostlist, expand_hostlist
 
