@@ -312,7 +312,7 @@ def member_order(pods: Iterable[PodInfo]) -> list[PodInfo]:
     return sorted(pods, key=_rank)
 
 
-def _rank(pod: PodInfo) -> tuple[int, tuple[tuple[int, int | str], ...], str]:
+def _rank(pod: PodInfo) -> tuple[int, tuple[tuple[int, int, str], ...], str]:
     index = pod.labels.get(LABEL_LWS_WORKER_INDEX) or pod.annotations.get(JOB_COMPLETION_INDEX)
     index = index or pod.labels.get(JOB_COMPLETION_INDEX)
     number = ascii_int(index) if index is not None else None
@@ -322,13 +322,19 @@ def _rank(pod: PodInfo) -> tuple[int, tuple[tuple[int, int | str], ...], str]:
 _DIGIT_RUNS = re.compile(r"([0-9]+)", re.ASCII)
 
 
-def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
-    # (0, number) sorts before (1, text), so the tuples never compare an int with a str.
-    return tuple(
-        (0, int(part)) if part.isascii() and part.isdigit() else (1, part)
-        for part in _DIGIT_RUNS.split(name)
-        if part
-    )
+def _natural(name: str) -> tuple[tuple[int, int, str], ...]:
+    # A run of digits is (0, its length without leading zeros, its digits): numbers compare by value
+    # without int() (which refuses > 4,300 digits); (0, ...) sorts before (1, 0, text).
+    parts: list[tuple[int, int, str]] = []
+    for part in _DIGIT_RUNS.split(name):
+        if not part:
+            continue
+        if _DIGIT_RUNS.fullmatch(part):
+            digits = part.lstrip("0") or "0"
+            parts.append((0, len(digits), digits))
+        else:
+            parts.append((1, 0, part))
+    return tuple(parts)
 
 
 # --- Helpers ---------------------------------------------------------------------------------------------

@@ -228,7 +228,8 @@ def _plan_live_pod(
         if not pod.is_bound and _desired_digest(pod, config) not in (None, marker.spec_digest):
             return _plan_submission(pod, config)  # the job we cancelled when the pod's options changed
         reason, ended = why_job_ended(job.state)
-        return _delete_pod(reason, f"Slurm job {job.job_id} {ended}; deleting the pod")
+        why = f" ({job.state_reason})" if job.state_reason else ""  # e.g. BadConstraints
+        return _delete_pod(reason, f"Slurm job {job.job_id} {ended}{why}; deleting the pod")
 
     actions: list[PodAction] = []
     if not pod.has_finalizer or pod.labelled_job_id != job.job_id:

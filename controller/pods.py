@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.translate import with_owner_options
-from bridge.wellknown import LABEL_JOBSET_NAME, LABEL_LWS_NAME
+from bridge.wellknown import LABEL_JOBSET_NAME, LABEL_LWS_NAME, Reason
 from controller.duties import Duties
 from controller.effects import PodEffects
 from controller.plan import (
@@ -167,6 +167,8 @@ class PodReconciler:
 
                 async def tell(reason: str, message: str) -> None:
                     await self._effects.say_pending(raw, reason, message)
+                    if reason == Reason.INVALID_JOB_OPTIONS:  # Slurm refused it: an event too
+                        await self._effects.record(raw, reason, message, warning=True)
 
                 job_id = await self._effects.submit(
                     spec, what="job", tell=tell, errors=self._metrics.submit_errors

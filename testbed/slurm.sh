@@ -45,11 +45,15 @@ DB_NAME="${CLUSTER}_acct"
 
 # Slurm's commands authenticate with $SLURM_JWT when it is set; .testbed/env sets it for slurmrestd
 # clients, and another cluster's token would be refused: commands here always run without it.
+# They also run with a PATH of the system's own directories only: a shell that sourced .testbed/env has
+# .testbed/bin/<default version> first in PATH, whose wrappers set THAT cluster's SLURM_CONF, so a bare
+# `scontrol token` for 22.05 used to reach the 26.05 slurmctld and write a token signed with its key.
+SYSTEM_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 in_root() { # run a command with this cluster's root file system and config
   if [[ -z "$ROOT" ]]; then
-    env -u SLURM_JWT SLURM_CONF="$CONF" "$@"
+    env -u SLURM_JWT PATH="$SYSTEM_PATH" SLURM_CONF="$CONF" "$@"
   else
-    chroot "$ROOT" env -u SLURM_JWT SLURM_CONF="$CONF" "$@"
+    chroot "$ROOT" env -u SLURM_JWT PATH="$SYSTEM_PATH" SLURM_CONF="$CONF" "$@"
   fi
 }
 
@@ -383,13 +387,31 @@ start_daemons() {
 }
 
 mint_token() { # prints a JWT for TOKEN_USER, valid 7 days, minted by slurmctld itself
-  in_root scontrol token username="$TOKEN_USER" lifespan=604800 | sed -n 's/^SLURM_JWT=//p'
+  in_root /usr/bin/scontrol token username="$TOKEN_USER" lifespan=604800 | sed -n 's/^SLURM_JWT=//p'
+}
+
+b64url_decode() { # stdin: base64url without padding -> raw bytes
+  local s
+  s="$(tr -- '-_' '+/')"
+  while ((${#s} % 4)); do s+="="; done
+  printf '%s' "$s" | base64 -d 2>/dev/null
+}
+
+token_signed_by() { # TOKEN KEYFILE: succeeds only if TOKEN is an HS256 JWT signed with KEYFILE's key
+  local token="$1" keyfile="$2" header payload signature hexkey expected
+  IFS=. read -r header payload signature <<<"$token"
+  [[ -n "$header" && -n "$payload" && -n "$signature" ]] || return 1
+  [[ "$(printf '%s' "$header" | b64url_decode)" == *'"HS256"'* ]] || return 1
+  hexkey="$(od -An -v -tx1 "$keyfile" | tr -d ' \n')"
+  expected="$(printf '%s.%s' "$header" "$payload" |
+    openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64 -w0 | tr -- '+/' '-_' | tr -d '=')"
+  [[ -n "$expected" && "$expected" == "$signature" ]]
 }
 
 wait_ready() {
   local deadline=$((SECONDS + 90)) idle=0 out=""
   while ((SECONDS < deadline)); do
-    out="$(in_root sinfo -h -p "$PARTITION" -o '%t %D' 2>/dev/null || true)"
+    out="$(in_root /usr/bin/sinfo -h -p "$PARTITION" -o '%t %D' 2>/dev/null || true)"
     # registered and responding: any state but down/unknown/future/failed, and no "*" (not responding);
     # "plnd" (held for a backfill plan) and "mix"/"alloc" are busy, not absent
     idle="$(awk '$1 !~ /^(down|unk|futr|fail|boot|pow|inval)/ && $1 !~ /\*$/ {s += $2} END {print s + 0}' <<<"$out")"
@@ -400,6 +422,9 @@ wait_ready() {
   local token code=""
   token="$(mint_token)"
   [[ -n "$token" ]] || die "scontrol token gave no token (is the JWT plugin installed?)"
+  # A token another cluster's key signed would be refused by this slurmrestd: never write one.
+  token_signed_by "$token" "$HOST_STATE/jwt.key" ||
+    die "the token minted for Slurm $VERSION does not verify with its own key $HOST_STATE/jwt.key (another cluster's slurmctld answered?)"
   while ((SECONDS < deadline)); do
     code="$(curl -s -o /dev/null -w '%{http_code}' -H "X-SLURM-USER-NAME: $TOKEN_USER" \
       -H "X-SLURM-USER-TOKEN: $token" "http://127.0.0.1:$RESTD_PORT/openapi/v3" || true)"
@@ -492,7 +517,7 @@ case "$ACTION" in
     ;;
   status)
     echo "== Slurm $VERSION ($CLUSTER): $(pids_of "(slurmctld|slurmd|slurmrestd) -f $CONF" | wc -l) daemons"
-    if [[ -n "$(pids_of "slurmctld -f $CONF")" ]]; then in_root sinfo || true; fi
+    if [[ -n "$(pids_of "slurmctld -f $CONF")" ]]; then in_root /usr/bin/sinfo || true; fi
     ;;
   *) die "unknown action $ACTION" ;;
 esac

@@ -325,6 +325,12 @@ SCENARIOS = [
         id="pending-job-scancelled-deletes-pod",
     ),
     pytest.param(
+        pod(label=42),
+        [job(42, JobState.FAILED, reason="BadConstraints")],
+        deleted(Reason.JOB_FAILED, "Slurm job 42 failed (BadConstraints); deleting the pod"),
+        id="job-failed-at-submit-says-why",
+    ),
+    pytest.param(
         pod(label=42, node="k8s-node-1"),
         [],
         deleted(Reason.JOB_VANISHED, "Slurm job 42 left slurmctld before its end was seen"),

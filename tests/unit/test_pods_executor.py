@@ -173,7 +173,7 @@ CASES = [
         events=["SlurmJobCancelled"],
     ),
     Case(
-        "Slurm refuses the job: said on the pod, asked again in a minute",
+        "Slurm refuses the job: said on the pod and in a Warning event, asked again in a minute",
         raw_pod(),
         slurm_fails=InvalidRequest("Invalid partition name specified", status=500),
         kube=[
@@ -181,6 +181,7 @@ CASES = [
                 "InvalidSlurmJobOptions", "Slurm refused the job: Invalid partition name specified (HTTP 500)"
             )
         ],
+        events=["InvalidSlurmJobOptions"],
         result=RetryLater,
     ),
     Case(
