@@ -28,7 +28,7 @@ def docker_env(testbed_env: dict[str, str] | None = None) -> dict[str, str]:
 def docker(
     env: dict[str, str], *args: str, check: bool = True, timeout: float = 120, stderr: bool = False
 ) -> str:
-    """Run `docker ARGS`; stdout (and stderr after it if asked: `docker logs` writes the container's there)."""
+    """Run `docker ARGS`; its stdout, and its stderr after it if asked (`docker logs` writes there)."""
     done = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise RuntimeError(
