@@ -15,8 +15,6 @@ S=/srv/slurm K=/srv/k8s
 SLURM_BASE_PORT="${SLURM_BASE_PORT:-18100}" RESTD_PORT="${RESTD_PORT:-18150}" CLUSTER="${CLUSTER:-devstack}"
 ETCD_PORT="${ETCD_PORT:-18140}" API_PORT="${API_PORT:-18143}" KCM_PORT="${KCM_PORT:-18157}" KWOK_PORT="${KWOK_PORT:-18130}"
 BRIDGE_UID=10001
-NODES=(slurm-bridge-0 slurm-bridge-1 slurm-bridge-2 slurm-bridge-3)
-GPU_NODES=(slurm-bridge-2 slurm-bridge-3)
 log() { echo "[devstack $ROLE] $*" >&2; }
 wait_file() { # path seconds
   local deadline=$((SECONDS + ${2:-120}))
@@ -141,15 +139,9 @@ KC
     ;;
   kwok)
     wait_file "$K/pki/.complete"
-    # kwok's stock node and pod stages (from its Go module, as the testbed's k8s.sh uses them), quicker
+    # the testbed's stage set (testbed/kwok-stages.sh): stock stages from kwok's module plus the testbed's own
     stages=/tmp/kwok-stages.yaml
-    : >"$stages"
-    for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml pod/general/pod-create.yaml \
-      pod/general/pod-ready.yaml pod/general/pod-complete.yaml pod/general/pod-delete.yaml; do
-      sed -e 's/jitterDurationMilliseconds: 5000/jitterDurationMilliseconds: 0/' \
-        -e 's/^    durationMilliseconds: 1000/    durationMilliseconds: 100/' "/opt/kwok-stage/$f" >>"$stages"
-      echo "---" >>"$stages"
-    done
+    bash /opt/devstack/testbed/kwok-stages.sh /opt/kwok-stage >"$stages"
     exec /opt/kwok/kwok --kubeconfig "$K/kwok.kubeconfig" --config "$stages" --manage-all-nodes=true \
       --cidr=10.0.0.1/24 --node-ip=127.0.0.1 --server-address="127.0.0.1:$KWOK_PORT"
     ;;
@@ -157,25 +149,7 @@ KC
     wait_file "$K/pki/.complete"
     kubectl() { /opt/k8s/bin/kubectl --kubeconfig "$K/admin.kubeconfig" "$@"; }
     wait_http "https://127.0.0.1:$API_PORT/readyz" 120 -k
-    for n in "${NODES[@]}"; do
-      gpu=""
-      [[ " ${GPU_NODES[*]} " == *" $n "* ]] && gpu="nvidia.com/gpu: \"2\""
-      cat <<NODE
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: $n
-  labels: {kubernetes.io/hostname: $n, kubernetes.io/os: linux, type: kwok, scheduler.slinky.slurm.net/slurm-bridge: "true"}
-  annotations: {node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}
-spec:
-  taints:
-  - {key: slinky.slurm.net/managed-node, value: slurm-bridge-scheduler, effect: NoSchedule}
-status:
-  capacity: {cpu: "4", memory: 8Gi, pods: "110", $gpu}
-  allocatable: {cpu: "4", memory: 8Gi, pods: "110", $gpu}
-NODE
-    done | kubectl apply -f - >/dev/null
+    bash /opt/devstack/testbed/k8s-nodes.sh | kubectl apply -f - >/dev/null
     for ns in slurm-bridge slurm-bridge-system; do
       kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
     done
