@@ -17,12 +17,8 @@ COPY pyproject.toml ./
 RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
       > /tmp/requirements.txt \
  && /opt/slurm-bridge/bin/pip install -q -r /tmp/requirements.txt
-COPY README.md ./
-COPY bridge ./bridge
-COPY controller ./controller
-COPY exporter ./exporter
-COPY kube_client ./kube_client
-COPY slurm_client ./slurm_client
+# the packages pyproject.toml names (.dockerignore keeps tests, docs and the testbed out)
+COPY . ./
 RUN /opt/slurm-bridge/bin/pip wheel -q --no-deps -w /wheels . \
  && /opt/slurm-bridge/bin/pip install -q --no-deps /wheels/*.whl \
  && /opt/slurm-bridge/bin/pip uninstall -q -y pip wheel setuptools \
