@@ -44,8 +44,8 @@ def image(testbed: Testbed) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster(slurm_cluster: SlurmCluster, kube: KubeCluster) -> Cluster:
-    if not kube.kubectl("get", "namespace", NAMESPACE, check=False).strip():
-        kube.kubectl("create", "namespace", NAMESPACE)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(namespace))  # idempotent
     wait_for(
         "default ServiceAccount", lambda: kube.kubectl("-n", NAMESPACE, "get", "sa", "default", check=False)
     )
