@@ -7,7 +7,7 @@ export SLURM_VERSION ?= 26.05
 # Versions of Slurm the test run brings up (and parametrizes over); the first is the default for the bridge.
 export SLURM_VERSIONS ?= $(SLURM_VERSION)
 
-.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo demo-autoscale demo-policy bench-client bench-bridge bench-exporter clean
+.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo demo-autoscale demo-policy bench-client bench-bridge bench-exporter clean image
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -63,3 +63,10 @@ bench-exporter: testbed-up
 
 clean: testbed-down
 	rm -rf $(VENV) .testbed
+
+# The container image (Dockerfile; legacy builder, host networking: the testbed's dockerd has no bridge).
+IMAGE ?= slurm-k8s-bridge:dev
+image:
+	bash testbed/docker.sh up
+	set -a; . $${TESTBED_DIR:-.testbed}/docker.env; set +a; \
+	  DOCKER_BUILDKIT=0 docker build --network host -t $(IMAGE) . && docker images $(IMAGE)

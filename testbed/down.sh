@@ -6,6 +6,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 STATE_ROOT="${TESTBED_DIR:-$REPO/.testbed}"
 bash "$HERE/monitoring.sh" down
+bash "$HERE/docker.sh" down
 bash "$HERE/nodesets.sh" down
 bash "$HERE/workload-controllers.sh" down
 for v in 22.05 24.11 26.05; do bash "$HERE/slurm.sh" down "$v"; done

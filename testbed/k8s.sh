@@ -136,17 +136,8 @@ kwok_stages() { # kwok's stock node/pod stages (from its module, delays shortene
   mod="$(cd "$CACHE" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   [[ -d "$mod/kustomize/stage" ]] || die "kwok $KWOK_VERSION stages not found in the Go module cache"
-  : >"$out"
-  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml pod/general/pod-create.yaml \
-    pod/general/pod-ready.yaml pod/general/pod-delete.yaml; do
-    sed -e 's/jitterDurationMilliseconds: 5000/jitterDurationMilliseconds: 0/' \
-      -e 's/^    durationMilliseconds: 1000/    durationMilliseconds: 100/' "$mod/kustomize/stage/$f" >>"$out"
-    echo "---" >>"$out"
-  done
-  # splice the shared template where the testbed's stages say *succeeded
-  awk -v tmpl="$HERE/kwok-succeeded.tmpl" '
-    /statusTemplate: \*succeeded/ { print "    statusTemplate: |"; while ((getline l < tmpl) > 0) print "      " l; close(tmpl); next }
-    { print }' "$HERE/kwok-stages.yaml" >>"$out"
+  # one stage set for the testbed and the docker-compose dev stack
+  bash "$HERE/kwok-stages.sh" "$mod/kustomize/stage" >"$out"
   echo "$out"
 }
 
@@ -161,33 +152,7 @@ start_kwok() {
 }
 
 create_nodes() {
-  local n gpu
-  for n in "${NODES[@]}"; do
-    gpu=""
-    [[ " ${GPU_NODES[*]} " == *" $n "* ]] && gpu="nvidia.com/gpu: \"2\""
-    cat <<NODE
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: $n
-  labels:
-    kubernetes.io/hostname: $n
-    kubernetes.io/os: linux
-    type: kwok
-    slurm-bridge.io/testbed: "true"
-    scheduler.slinky.slurm.net/slurm-bridge: "true"
-  annotations:
-    node.alpha.kubernetes.io/ttl: "0"
-    kwok.x-k8s.io/node: fake
-spec:
-  taints:
-  - {key: slinky.slurm.net/managed-node, value: slurm-bridge-scheduler, effect: NoSchedule}
-status:
-  capacity: {cpu: "4", memory: 8Gi, pods: "110", $gpu}
-  allocatable: {cpu: "4", memory: 8Gi, pods: "110", $gpu}
-NODE
-  done | kubectl apply -f - >/dev/null || die "could not create the testbed's Node objects"
+  bash "$HERE/k8s-nodes.sh" | kubectl apply -f - >/dev/null || die "could not create the testbed's Node objects"
   # Where NodeSet slurmd pods run (bound by testbed/nodeset_kubelet.py); not a node the bridge binds to.
   cat <<NODE | kubectl apply -f - >/dev/null || die "could not create the Node nodeset-host"
 apiVersion: v1

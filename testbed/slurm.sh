@@ -154,10 +154,20 @@ write_config() {
   if [[ "$auth" == auth/slurm && ! -f "$HOST_STATE/slurm.key" ]]; then
     head -c 1024 /dev/urandom >"$HOST_STATE/slurm.key"; chmod 0600 "$HOST_STATE/slurm.key"
   fi
-  local p=$((BASE_PORT + 1)) metrics=""
-  # Slurm >= 25.11 serves its own OpenMetrics on slurmctld's port (/metrics/jobs, /metrics/nodes, ...);
-  # the exporter is compared with it (tests/testbed/test_exporter_native.py) and Prometheus scrapes it.
-  if [[ "$VERSION" == 26.05 ]]; then metrics=$'MetricsType=metrics/openmetrics\nMetricsParameters=ignore_private_data'; fi
+  # One generator for the testbed and the docker-compose stack (testbed/slurm-conf.sh): they cannot drift.
+  local conf
+  for conf in gres.conf cgroup.conf; do
+    bash "$HERE/slurm-conf.sh" "$conf" "$VERSION" "$CLUSTER" "$CTLD_PORT" "$IN" >"$HOST_STATE/$conf" ||
+      die "slurm-conf.sh $conf failed"
+  done
+  bash "$HERE/slurm-conf.sh" slurm.conf "$VERSION" "$CLUSTER" "$CTLD_PORT" "$IN" "$DBD_PORT" \
+    >"$HOST_STATE/slurm.conf.new" || die "slurm-conf.sh slurm.conf failed"
+  [[ -s "$HOST_STATE/cgroup.conf" ]] || rm -f "$HOST_STATE/cgroup.conf" # 22.05 needs none
+  # Fake GPUs (gres.conf): character devices aliasing /dev/null (major 1, minor 3). Nothing ever opens them.
+  mkdir -p "$HOST_STATE/gpu"
+  for g in 0 1; do [[ -e "$HOST_STATE/gpu/fake$g" ]] || mknod "$HOST_STATE/gpu/fake$g" c 1 3; done
+  chmod 0644 "$HOST_STATE/slurm.conf.new" "$HOST_STATE/gres.conf"
+  [[ ! -f "$HOST_STATE/cgroup.conf" ]] || chmod 0644 "$HOST_STATE/cgroup.conf"
   local dbpass
   dbpass="$(bash "$HERE/mariadb.sh" password)"
   # slurmdbd: one per cluster, its own database on the shared MariaDB (testbed/mariadb.sh)
@@ -180,80 +190,6 @@ LogFile=$IN/log/slurmdbd.log
 PidFile=$IN/run/slurmdbd.pid
 DBD
   chmod 0600 "$HOST_STATE/slurmdbd.conf.new"
-  cat >"$HOST_STATE/slurm.conf.new" <<CONF
-# Written by testbed/slurm.sh: a $VERSION cluster on loopback for the bridge's tests.
-ClusterName=$CLUSTER
-SlurmctldHost=localhost(127.0.0.1)
-SlurmctldPort=$CTLD_PORT
-SlurmUser=root
-SlurmdUser=root
-AuthType=$auth
-CredType=$cred
-AuthAltTypes=auth/jwt
-AuthAltParameters=jwt_key=$IN/jwt.key
-StateSaveLocation=$IN/ctld
-SlurmdSpoolDir=$IN/spool/%n
-SlurmctldPidFile=$IN/run/slurmctld.pid
-SlurmdPidFile=$IN/run/slurmd-%n.pid
-SlurmctldLogFile=$IN/log/slurmctld.log
-SlurmdLogFile=$IN/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-# Accounting, fair-share, QOS and preemption (docs/slurm-policies.md); the associations are made by
-# setup_associations below.
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
-AccountingStoragePort=$DBD_PORT
-AccountingStorageEnforce=associations,limits,qos,safe
-PriorityType=priority/multifactor
-PriorityWeightFairshare=100000
-PriorityWeightQOS=10000
-PriorityWeightAge=100
-PriorityWeightJobSize=0
-PriorityWeightPartition=0
-PriorityMaxAge=1-0
-# Fair-share factors are recomputed every minute (the smallest period), usage halves in 30 minutes.
-PriorityCalcPeriod=1
-PriorityDecayHalfLife=30
-PreemptType=preempt/qos
-PreemptMode=CANCEL
-JobCompType=jobcomp/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-SchedulerType=sched/backfill
-# Place jobs on the next scheduler pass instead of batching submits for 3 s (TESTBED-FACTS); a backfill
-# pass every 5 s (default 30) so a pod that fits a hole starts soon (tests/testbed/test_policies_e2e.py).
-SchedulerParameters=batch_sched_delay=0,bf_interval=5
-# Nodes are declared bigger than this machine; without this they come up "inval".
-SlurmdParameters=config_overrides
-ReturnToService=2
-# Without it a job with no memory request takes a whole node's memory.
-DefMemPerCPU=256
-GresTypes=gpu
-KillWait=5
-MinJobAge=120
-SlurmdTimeout=30
-InactiveLimit=0
-MaxNodeCount=64
-$metrics
-NodeName=DEFAULT CPUs=4 RealMemory=8192 State=UNKNOWN
-NodeName=slurm-bridge-[0-1] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$p-$((p + 1))
-NodeName=slurm-bridge-[2-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((p + 2))-$((p + 3)) Gres=gpu:2
-NodeName=ns-[0-$((FUTURE_NODES - 1))] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((BASE_PORT + 10))-$((BASE_PORT + 9 + FUTURE_NODES)) State=FUTURE
-PartitionName=$PARTITION Nodes=slurm-bridge-[0-3] Default=YES MaxTime=INFINITE State=UP
-PartitionName=nodeset Nodes=ns-[0-$((FUTURE_NODES - 1))] MaxTime=INFINITE State=UP
-CONF
-  # Fake GPUs: this machine has none, and Slurm drops file-less GPUs, so each one is a character
-  # device aliasing /dev/null (major 1, minor 3). Nothing ever opens them.
-  mkdir -p "$HOST_STATE/gpu"
-  for g in 0 1; do [[ -e "$HOST_STATE/gpu/fake$g" ]] || mknod "$HOST_STATE/gpu/fake$g" c 1 3; done
-  printf 'AutoDetect=off\nNodeName=slurm-bridge-[2-3] Name=gpu File=%s/gpu/fake[0-1]\n' "$IN" >"$HOST_STATE/gres.conf"
-  # 24.11+ would try to set up cgroups; 22.05 has no "disabled" plugin and needs no cgroup.conf.
-  [[ "$VERSION" == 22.05 ]] || printf 'CgroupPlugin=disabled\n' >"$HOST_STATE/cgroup.conf"
-  chmod 0644 "$HOST_STATE/slurm.conf.new" "$HOST_STATE/gres.conf"
-  [[ "$VERSION" == 22.05 ]] || chmod 0644 "$HOST_STATE/cgroup.conf"
   CONFIG_CHANGED=""
   local f
   for f in slurm.conf slurmdbd.conf; do

@@ -33,6 +33,8 @@ cat "$STATE_ROOT/k8s-up.log" >&2
 bash "$HERE/workload-controllers.sh" up 8>&- || { echo "[testbed] FATAL: JobSet/LWS controllers did not come up (see above)" >&2; exit 1; }
 # Prometheus + prometheus-adapter (external.metrics.k8s.io) for the autoscaling chain
 bash "$HERE/monitoring.sh" up 8>&-
+# A Docker engine (host networking only) and the local base image, for the container image and compose stack
+bash "$HERE/docker.sh" up 8>&- || { echo "[testbed] FATAL: dockerd did not come up (see above)" >&2; exit 1; }
 
 # The environment names every running cluster: the requested ones first (the first is the default),
 # then any other version still running from an earlier `up`.
@@ -54,6 +56,7 @@ dv="${DEFAULT/./_}"
   echo "SLURM_JWT_KEY=\${SLURM_JWT_KEY_$dv}"
   echo "SLURM_USER=slurm"
   echo "PROMETHEUS_URL=http://127.0.0.1:17490"
+  cat "$STATE_ROOT/docker.env"
   echo "PATH=$STATE_ROOT/bin/k8s:$STATE_ROOT/bin/$DEFAULT:\$PATH"
 } >"$STATE_ROOT/env"
 if [[ -f "$HERE/bridge-config.sh" ]]; then bash "$HERE/bridge-config.sh" "$DEFAULT" 8>&-; fi
