@@ -265,6 +265,8 @@ def plan_gang(observed: GangObservation, config: BridgeConfig) -> list[GangActio
     """The actions that bring `observed.key`'s pods, group status and Slurm job into agreement."""
     ours = tuple(member_order(p for p in observed.pods if p.scheduler_name == config.scheduler_name))
     marked = tuple(_marked_jobs(observed.jobs, config.marker_cluster_id, observed.key))
+    if not ours and not marked:
+        return []  # no pod of our scheduler and no job of ours: another scheduler's group, not ours to write
     gang = observed.gang
     if gang is None or gang.is_deleting:
         return _plan_without_group(observed, ours, marked)

@@ -127,6 +127,10 @@ class PodObservation:
     # (another UID) are cancelled as stale.
     jobs: Sequence[Job] = ()
     slurm_to_kubernetes_nodes: Mapping[str, str] = field(default_factory=dict)
+    # The job the pod's job-id label names is missing from `jobs`: has a poll of Slurm that started after
+    # that was first noticed confirmed it? (Another process may have labelled the pod for a job this
+    # cache has not listed yet: the scheduler and the controller run apart.)
+    labelled_job_absence_confirmed: bool = True
 
 
 # Why a job ended, as the pod's (or gang members') deletion reason and event message.
@@ -179,7 +183,7 @@ def plan_pod(observed: PodObservation, config: BridgeConfig) -> list[PodAction]:
         return actions + _release_for_terminal_pod(pod, primary)
     if pod.is_deleting:
         return actions + _release_for_deleted_pod(pod, primary)
-    return actions + _plan_live_pod(pod, primary, observed.slurm_to_kubernetes_nodes, config)
+    return actions + _plan_live_pod(pod, primary, observed, config)
 
 
 def plan_orphan_cleanup(
@@ -210,13 +214,15 @@ def plan_orphan_cleanup(
 
 
 def _plan_live_pod(
-    pod: PodInfo,
-    primary: tuple[Job, JobMarker] | None,
-    slurm_to_kubernetes_nodes: Mapping[str, str],
-    config: BridgeConfig,
+    pod: PodInfo, primary: tuple[Job, JobMarker] | None, observed: PodObservation, config: BridgeConfig
 ) -> list[PodAction]:
+    slurm_to_kubernetes_nodes = observed.slurm_to_kubernetes_nodes
     if primary is None:
         if pod.labelled_job_id is not None:
+            if not config.namespace_allowed(pod.namespace):
+                return []  # labelled by another bridge that manages this namespace: not ours
+            if not observed.labelled_job_absence_confirmed:
+                return []  # the cache may not have listed that job yet: look again after the next poll
             message = f"Slurm job {pod.labelled_job_id} left slurmctld before its end was seen"
             return _delete_pod(Reason.JOB_VANISHED, message)
         if pod.is_bound:

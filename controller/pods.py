@@ -40,6 +40,8 @@ from kube_client import JOBSETS, LEADER_WORKER_SETS, KubeObject, NotFound, Resou
 
 log = logging.getLogger(__name__)
 
+# A pod labelled with a job the index has not listed is looked at again after this, until a poll decides.
+ABSENCE_RECHECK_SECONDS = 1.0
 # A pod waiting on something only Slurm or the user can change is looked at again this often anyway.
 PENDING_RECHECK_SECONDS = 60.0
 # A single pod of a JobSet or LeaderWorkerSet takes job options from that top-level object too
@@ -117,13 +119,22 @@ class PodReconciler:
         node_map = slurm_to_kubernetes_nodes(
             (NodeInfo.from_api(n) for n in self._nodes.objects()), self._config.node_name_label
         )
-        observed = PodObservation(pod=pod, jobs=self._jobs.jobs_for(key), slurm_to_kubernetes_nodes=node_map)
+        jobs = self._jobs.jobs_for(key)
+        label = pod.labelled_job_id if pod is not None else None
+        confirmed = (
+            label is None or any(j.job_id == label for j in jobs) or self._jobs.absence_confirmed(label)
+        )
+        observed = PodObservation(
+            pod=pod, jobs=jobs, slurm_to_kubernetes_nodes=node_map, labelled_job_absence_confirmed=confirmed
+        )
         for action in plan_pod(observed, self._config):
             if not self._duties.applies(action):
                 continue
             log.debug("%s: %s", key, action)
             self._metrics.actions.labels(type(action).__name__).inc()
             await self._apply(key, raw, pod, action)
+        if not confirmed:
+            return Result(requeue_after=ABSENCE_RECHECK_SECONDS)
         if pod is not None and pod.scheduler_name == self._config.scheduler_name and not pod.is_bound:
             return Result(requeue_after=PENDING_RECHECK_SECONDS)
         return Result()

@@ -86,6 +86,8 @@ class SlurmJobCache:
         self._provisional: dict[int, _Provisional] = {}
         self._next_update: datetime | None = None
         self._last_poll_started = float("-inf")  # monotonic start of the last successful poll
+        self._applied_as_of = float("-inf")  # monotonic start of the last poll the index reflects
+        self._absence_noticed: dict[int, float] = {}  # job id -> when a missing labelled job was first seen
         self._uncertain_since: float | None = None
         self._fast_until = float("-inf")
         self._synced = asyncio.Event()
@@ -158,6 +160,20 @@ class SlurmJobCache:
         self._uncertain_since = time.monotonic()
         self.poke()
 
+    def absence_confirmed(self, job_id: int) -> bool:
+        """Whether job `job_id`, missing from the index, is really gone: True once a poll that started
+        after its absence was first noticed has been applied. (A pod labelled by another process, e.g.
+        the scheduler run apart, may name a job submitted after this index's last poll.)"""
+        noticed = self._absence_noticed.get(job_id)
+        if noticed is None:
+            self._absence_noticed[job_id] = time.monotonic()
+            self.poke()  # poll soon rather than at the next interval
+            return False
+        if self._applied_as_of > noticed:
+            del self._absence_noticed[job_id]
+            return True
+        return False
+
     @property
     def settled(self) -> bool:
         """False while an ambiguous submit has not yet been checked by a later poll."""
@@ -211,6 +227,7 @@ class SlurmJobCache:
             if answer.not_modified:
                 # (a submit is a change, so this never speaks about a provisional job)
                 self._next_update = answer.next_update_time
+                self._applied_as_of = started
                 self._metrics.polls.labels("not_modified").inc()
             else:
                 self._metrics.polls.labels("changed").inc()
@@ -220,6 +237,7 @@ class SlurmJobCache:
                     continue
                 self._next_update = answer.next_update_time
                 self._replace(answer.jobs, poll_started=started)
+                self._applied_as_of = started
             if not self._synced.is_set():
                 self._synced.set()
             fast = time.monotonic() < self._fast_until

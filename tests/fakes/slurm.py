@@ -99,6 +99,7 @@ class FakeJobIndex:
         self.synced = True
         self.settled = True
         self.pokes = 0
+        self.polled_since_absence = True  # False: a labelled job this index has not polled since
         self.orphan_cancel_failures = 0
 
     def jobs_for(self, pod_key: str) -> list[Job]:
@@ -124,6 +125,9 @@ class FakeJobIndex:
 
     def submit_outcome_unknown(self) -> None:
         self.settled = False
+
+    def absence_confirmed(self, job_id: int) -> bool:
+        return self.polled_since_absence
 
     def poke(self) -> None:
         self.pokes += 1

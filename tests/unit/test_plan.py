@@ -561,3 +561,28 @@ def test_pod_from_api_reads_what_planning_needs() -> None:
     condition = p.condition("PodScheduled")
     assert condition is not None
     assert condition.status == "True"
+
+
+@pytest.mark.parametrize(
+    ("namespace", "confirmed", "expected"),
+    [
+        ("slurm-bridge", True, "vanished"),
+        ("slurm-bridge", False, "wait"),  # the scheduler run apart labelled it; our index has not polled yet
+        ("elsewhere", True, "wait"),  # another bridge's namespace and label: not ours to judge
+    ],
+    ids=["confirmed-gone", "not-polled-since", "foreign-namespace"],
+)
+def test_a_labelled_job_missing_from_the_index_is_judged_only_when_sure(
+    namespace: str, confirmed: bool, expected: str
+) -> None:
+    observed = PodObservation(
+        pod(phase="Running", node="k8s-node-1", label=42, namespace=namespace),
+        [],
+        NODES,
+        labelled_job_absence_confirmed=confirmed,
+    )
+    actions = plan_pod(observed, CONFIG)
+    if expected == "wait":
+        assert actions == []
+    else:
+        assert actions == deleted(Reason.JOB_VANISHED, "Slurm job 42 left slurmctld before its end was seen")

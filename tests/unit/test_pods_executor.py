@@ -12,7 +12,7 @@ from bridge.config import BridgeConfig
 from bridge.objects import PodInfo
 from bridge.translate import placeholder_job_for
 from bridge.wellknown import FINALIZER, LABEL_SLURM_JOB_ID, TAINT_MANAGED_NODE
-from controller.pods import PENDING_RECHECK_SECONDS, PodMetrics, PodReconciler
+from controller.pods import ABSENCE_RECHECK_SECONDS, PENDING_RECHECK_SECONDS, PodMetrics, PodReconciler
 from controller.runtime import Result, RetryLater
 from kube_client import KubeObject
 from slurm_client import InvalidRequest, Job, JobState, SlurmTransportError
@@ -78,6 +78,7 @@ class Case:
     result: Result | type[Exception] = field(default_factory=Result)
     slurm_fails: Exception | None = None
     unsettled: bool = False
+    unpolled: bool = False  # the job index has not polled since the labelled job was found missing
     gone: bool = False  # the pod vanished from the API server after the cache saw it
 
 
@@ -93,6 +94,7 @@ PREPARE = (
 )
 
 
+VANISHED = "Slurm job 9 left slurmctld before its end was seen"
 CANCELLED = "Slurm job 7 was cancelled in Slurm (scancel); deleting the pod"
 
 
@@ -191,6 +193,21 @@ CASES = [
         kube=[pending("SlurmUnavailable", "cannot submit to Slurm (connection reset); retrying")],
         result=RetryLater,
     ),
+    Case(
+        "a label naming a job the index has not listed yet: no verdict until the next poll",
+        raw_pod(phase="Running", node="node1", job_id=9),
+        unpolled=True,
+        result=Result(requeue_after=ABSENCE_RECHECK_SECONDS),
+    ),
+    Case(
+        "a label naming a job a later poll did not list: the job vanished",
+        raw_pod(phase="Running", node="node1", job_id=9),
+        kube=[
+            ("condition", "train-0", "DisruptionTarget", "True", "SlurmJobVanished", VANISHED),
+            ("delete-pod", "train-0", UID),
+        ],
+        events=["SlurmJobVanished"],
+    ),
     Case("an unconfirmed earlier submit holds the next one", raw_pod(), unsettled=True, result=RetryLater),
     Case("a gang member is left to its gang", raw_pod(finalizer=False, gang="train"), result=Result()),
 ]
@@ -202,6 +219,7 @@ async def test_pod_executor(case: Case) -> None:
     slurm.fail = case.slurm_fails
     jobs = FakeJobIndex("c1", case.jobs)
     jobs.settled = not case.unsettled
+    jobs.polled_since_absence = not case.unpolled
     if case.gone:
         kube.gone.add(KEY)
     handed: list[str] = []
