@@ -101,6 +101,11 @@ CASES = [
     Bad("gang-node-count", "node counts cannot be set", group={"annotations": {OPT + "min-nodes": "3"}}),
     Bad("gang-timelimit-5000-digits", "too large", group={"annotations": {OPT + "timelimit": HUGE}}),
     Bad("gang-member-arabic-option", "timelimit", {OPT + "timelimit": ARABIC_TEN}, group={}),
+    Bad(
+        "gang-unknown-partition",
+        "Slurm refused",
+        group={"annotations": {OPT + "partition": "no-such-partition"}},
+    ),
 ]
 
 

@@ -25,7 +25,16 @@ from kube_client import (
     ResourceRef,
     serves,
 )
-from slurm_client import CancelOutcome, Job, JobSpec, JobState, Partition, SlurmTransportError, SubmitResult
+from slurm_client import (
+    CancelOutcome,
+    InvalidRequest,
+    Job,
+    JobSpec,
+    JobState,
+    Partition,
+    SlurmTransportError,
+    SubmitResult,
+)
 from tests.fakes.slurm import FakeJobIndex
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -426,6 +435,20 @@ async def test_an_ambiguous_submit_failure_holds_the_next_submit() -> None:
     with pytest.raises(RetryLater):
         await h.reconciler.reconcile(KEY)
     assert h.slurm.submitted == []
+
+
+async def test_a_gang_job_slurm_refuses_is_said_on_the_members_and_in_a_group_warning() -> None:
+    h = Harness(
+        [raw_pod("w-0"), raw_pod("w-1")],
+        [raw_group()],
+        slurm=FakeSlurm(fail=InvalidRequest("Invalid partition name specified", status=422)),
+    )
+    with pytest.raises(RetryLater, match="Slurm refused"):
+        await h.reconciler.reconcile(KEY)
+    assert {c[4] for c in h.kube.of("condition")} == {"InvalidSlurmJobOptions"}
+    assert [(e[0], e[1].split("/")[0], e[2]) for e in h.events.said] == [
+        ("Warning", "PodGroup", "InvalidSlurmJobOptions")
+    ]
 
 
 async def test_orphan_gang_jobs_are_cancelled_once_their_group_is_gone() -> None:
