@@ -107,6 +107,8 @@ stop_engine() {
   local pid
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   [[ -n "$pid" ]] || return 0
+  # images rebuilds left untagged (the tagged images keep their layer cache); only here, where no build runs
+  docker image prune -f >/dev/null 2>&1 || true
   log "stopping dockerd ($pid)"
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
