@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from bridge.config import load_config
+from tests import testbed_env
 from tests.testbed.bridge_harness import (
     BridgeProcess,
     Cluster,
@@ -61,6 +62,12 @@ INSTALL_VALUES = [
     "metrics.serviceMonitor.enabled=false",
     "networkPolicy.enabled=true",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _helm_installed(testbed: testbed_env.Testbed) -> None:
+    """testbed/up.sh (run by the session fixture) builds Helm and links it into the testbed's bin/k8s."""
+    assert HELM.exists(), f"{HELM} missing: testbed/helm.sh up did not run"
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -141,7 +148,9 @@ def test_template_renders_a_config_the_bridge_loads(mode: str, tmp_path: Path) -
         assert config.nodeset.namespace == "slurmd" and config.nodeset.token_file is not None
         assert {"NetworkPolicy", "ServiceMonitor"} <= set(kinds)
         assert all(d["metadata"]["labels"]["site"] == "a" for d in docs)
-        nodesets = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-nodesets"))
+        nodesets = next(
+            d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-nodesets")
+        )
         assert nodesets["metadata"]["namespace"] == "slurmd"
         roles = [d for d in docs if d["kind"] == "ClusterRole"]
         assert not any("namespaces" in r.get("resources", []) for d in roles for r in d["rules"])
@@ -207,7 +216,9 @@ def release(kube: KubeCluster) -> Iterator[dict[str, float]]:
     t0 = time.monotonic()
     helm("uninstall", RELEASE, "-n", RELEASE_NS, "--kubeconfig", env_kubeconfig, "--wait")
     print(f"\nhelm uninstall: {time.monotonic() - t0:.2f} s")
-    left = kube.kubectl("get", "clusterroles,clusterrolebindings", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name")
+    left = kube.kubectl(
+        "get", "clusterroles,clusterrolebindings", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name"
+    )
     assert not left.strip(), f"left after uninstall: {left}"
 
 
@@ -230,7 +241,11 @@ def test_install_creates_every_object(kube: KubeCluster, release: dict[str, floa
 # What the chart's accounts must NOT be able to do: (account, verb, resource, namespace). `namespace` None
 # asks cluster-wide. Each row is one `kubectl auth can-i --as=system:serviceaccount:...`.
 MUST_NOT: list[tuple[str, str, str, str | None]] = [
-    *[(c, "get", "secrets", ns) for c in ("scheduler", "controller", "exporter") for ns in (RELEASE_NS, PODS_NS)],
+    *[
+        (c, "get", "secrets", ns)
+        for c in ("scheduler", "controller", "exporter")
+        for ns in (RELEASE_NS, PODS_NS)
+    ],
     *[(c, "list", "secrets", None) for c in ("scheduler", "controller")],
     *[(c, "create", "pods", PODS_NS) for c in ("scheduler", "controller")],
     *[(c, "delete", "nodes", None) for c in ("scheduler", "controller")],
@@ -293,7 +308,12 @@ def can_i(kube: KubeCluster, account: str, verb: str, resource: str, namespace: 
     name = ""
     base, _, rest = resource.partition("/")
     if rest:
-        if base in ("pods", "nodesets.slinky.slurm.net", "serviceaccounts", "podgroups.scheduling.k8s.io") and rest in (
+        if base in (
+            "pods",
+            "nodesets.slinky.slurm.net",
+            "serviceaccounts",
+            "podgroups.scheduling.k8s.io",
+        ) and rest in (
             "binding",
             "eviction",
             "status",
@@ -309,8 +329,13 @@ def can_i(kube: KubeCluster, account: str, verb: str, resource: str, namespace: 
     target = f"{resource}/{name}" if name else resource
     where = ["-n", namespace] if namespace else ["--all-namespaces"]
     sa = f"system:serviceaccount:{RELEASE_NS}:{SA[account]}"
-    out = kube.kubectl("auth", "can-i", verb, target, *subresource, *where, f"--as={sa}", check=False)
-    return out.strip() == "yes"
+    cmd = [str(kube.kubectl_path), "--kubeconfig", str(kube.kubeconfig), "auth", "can-i", verb, target]
+    done = subprocess.run(
+        [*cmd, *subresource, *where, f"--as={sa}"], capture_output=True, text=True, timeout=60
+    )
+    # A misspelt resource or verb is answered "no" with a warning: that would prove nothing.
+    assert done.stdout.strip() in ("yes", "no") and "Warning" not in done.stderr, (cmd, done.stderr)
+    return done.stdout.strip() == "yes"
 
 
 def test_service_accounts_cannot_do_what_they_need_not(kube: KubeCluster, release: dict[str, float]) -> None:
@@ -390,10 +415,17 @@ def cluster(
             metrics_port=_PORTS[component],
         )
         config["namespaces"] = [PODS_NS]
-        config["kubernetes"] = {"kubeconfig": str(token_kubeconfig(kube, component, workdir / f"{component}.kubeconfig"))}
+        config["kubernetes"] = {
+            "kubeconfig": str(token_kubeconfig(kube, component, workdir / f"{component}.kubeconfig"))
+        }
         config["leader_election"].update(lease_name=FULLNAME, lease_namespace=RELEASE_NS)
         if component == "controller":
-            config["nodeset"] = {"enabled": True, "namespace": RELEASE_NS, "slurm_user": "root", "resync_seconds": 3}
+            config["nodeset"] = {
+                "enabled": True,
+                "namespace": RELEASE_NS,
+                "slurm_user": "root",
+                "resync_seconds": 3,
+            }
         process = ComponentProcess(config, workdir, component)
         process.start()
         cluster.processes[component] = process
@@ -402,7 +434,9 @@ def cluster(
         wait_for(f"{component} ready", lambda port=port: _ready(port), timeout=60)
     yield cluster
     for ns in (PODS_NS, OTHER_NS):
-        kube.kubectl("-n", ns, "delete", "pods,podgroups.scheduling.x-k8s.io", "--all", "--wait=false", check=False)
+        kube.kubectl(
+            "-n", ns, "delete", "pods,podgroups.scheduling.x-k8s.io", "--all", "--wait=false", check=False
+        )
     with contextlib.suppress(AssertionError):
         wait_for("test pods gone", lambda: not kube.kubectl("-n", PODS_NS, "get", "pods", "-o", "name"), 40)
     for process in cluster.processes.values():
@@ -426,13 +460,22 @@ def _clear(cluster: Cluster) -> None:
     for ns in (RELEASE_NS, PODS_NS, OTHER_NS):
         for name in kube.kubectl("-n", ns, "get", "pods", "-o", "name").split():
             kube.kubectl(
-                "-n", ns, "patch", name, "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]',
+                "-n",
+                ns,
+                "patch",
+                name,
+                "--type=json",
+                "-p",
+                '[{"op":"remove","path":"/metadata/finalizers"}]',
                 check=False,
             )
             kube.kubectl("-n", ns, "delete", name, "--grace-period=0", "--force", "--wait=false", check=False)
     wait_for(
         "no pods left in the test namespaces",
-        lambda: all(not kube.kubectl("-n", ns, "get", "pods", "-o", "name").strip() for ns in (RELEASE_NS, PODS_NS, OTHER_NS)),
+        lambda: all(
+            not kube.kubectl("-n", ns, "get", "pods", "-o", "name").strip()
+            for ns in (RELEASE_NS, PODS_NS, OTHER_NS)
+        ),
         timeout=40,
     )
 
@@ -440,7 +483,9 @@ def _clear(cluster: Cluster) -> None:
 def test_single_pod_runs_with_chart_rbac(cluster: ChartCluster) -> None:
     name = unique("chart-pod")
     cluster.create(pod_manifest(name, namespace=PODS_NS, annotations={"slinky.slurm.net/job-name": name}))
-    pod = wait_for("pod bound and running", lambda: (p := cluster.pod(name, PODS_NS)) and phase(p) == "Running" and p, 60)
+    pod = wait_for(
+        "pod bound and running", lambda: (p := cluster.pod(name, PODS_NS)) and phase(p) == "Running" and p, 60
+    )
     (job,) = cluster.jobs_named(name)
     assert job["state"] == "RUNNING" and pod["spec"]["nodeName"] == job["nodes"]
     assert "Scheduled" in cluster.event_reasons(name, PODS_NS)
@@ -455,7 +500,9 @@ def test_pod_in_a_namespace_not_managed_is_told_why(cluster: ChartCluster) -> No
     cluster.create(pod_manifest(name, namespace=OTHER_NS))
     said = wait_for(
         "PodScheduled=False",
-        lambda: (c := condition(cluster.pod(name, OTHER_NS), "PodScheduled")) and c.get("status") == "False" and c,
+        lambda: (
+            (c := condition(cluster.pod(name, OTHER_NS), "PodScheduled")) and c.get("status") == "False" and c
+        ),
         60,
     )
     assert said["reason"] == "NamespaceNotAllowed"
@@ -472,7 +519,11 @@ def test_gang_runs_with_chart_rbac(cluster: ChartCluster) -> None:
         {
             "apiVersion": "scheduling.x-k8s.io/v1alpha1",
             "kind": "PodGroup",
-            "metadata": {"name": group, "namespace": PODS_NS, "annotations": {"slinky.slurm.net/job-name": group}},
+            "metadata": {
+                "name": group,
+                "namespace": PODS_NS,
+                "annotations": {"slinky.slurm.net/job-name": group},
+            },
             "spec": {"minMember": 2},
         }
     )
@@ -481,18 +532,31 @@ def test_gang_runs_with_chart_rbac(cluster: ChartCluster) -> None:
         cluster.create(pod_manifest(name, namespace=PODS_NS, labels={"scheduling.x-k8s.io/pod-group": group}))
     pods = wait_for(
         "both members running",
-        lambda: (ps := [cluster.pod(n, PODS_NS) for n in members]) and all(phase(p) == "Running" for p in ps) and ps,
+        lambda: (
+            (ps := [cluster.pod(n, PODS_NS) for n in members])
+            and all(phase(p) == "Running" for p in ps)
+            and ps
+        ),
         90,
     )
     jobs = [j for j in cluster.jobs_named(group) if j["state"] == "RUNNING"]
     assert len(jobs) == 1, jobs
     assert len({p["spec"]["nodeName"] for p in pods if p}) == 2
-    status = json.loads(cluster.kube.kubectl("-n", PODS_NS, "get", "podgroups.scheduling.x-k8s.io", group, "-o", "json"))
+    status = json.loads(
+        cluster.kube.kubectl("-n", PODS_NS, "get", "podgroups.scheduling.x-k8s.io", group, "-o", "json")
+    )
     wait_for(
         "group status Running",
-        lambda: json.loads(
-            cluster.kube.kubectl("-n", PODS_NS, "get", "podgroups.scheduling.x-k8s.io", group, "-o", "json")
-        ).get("status", {}).get("phase") == "Running",
+        lambda: (
+            json.loads(
+                cluster.kube.kubectl(
+                    "-n", PODS_NS, "get", "podgroups.scheduling.x-k8s.io", group, "-o", "json"
+                )
+            )
+            .get("status", {})
+            .get("phase")
+            == "Running"
+        ),
         30,
     )
     assert status["metadata"]["labels"].get("scheduler.slinky.slurm.net/slurm-jobid") == jobs[0]["id"]
@@ -507,7 +571,11 @@ def _nodeset(version: str, replicas: int) -> dict[str, Any]:
     return {
         "apiVersion": "slinky.slurm.net/v1beta1",
         "kind": "NodeSet",
-        "metadata": {"name": NODESET, "namespace": RELEASE_NS, "annotations": {"slurm-bridge.io/partition": "nodeset"}},
+        "metadata": {
+            "name": NODESET,
+            "namespace": RELEASE_NS,
+            "annotations": {"slurm-bridge.io/partition": "nodeset"},
+        },
         "spec": {
             "replicas": replicas,
             "template": {
@@ -522,7 +590,9 @@ def test_nodeset_scales_with_chart_rbac(cluster: ChartCluster) -> None:
     kube = cluster.kube
 
     def get() -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(kube.kubectl("-n", RELEASE_NS, "get", "nodeset", NODESET, "-o", "json"))
+        found: dict[str, Any] = json.loads(
+            kube.kubectl("-n", RELEASE_NS, "get", "nodeset", NODESET, "-o", "json")
+        )
         return found
 
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(_nodeset(cluster.slurm.version, 1)))
