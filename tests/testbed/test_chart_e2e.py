@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -203,6 +204,24 @@ def test_crds_have_one_source(tmp_path: Path) -> None:
 # ---- installed on the testbed ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def admin(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> KubeCluster:
+    """The testbed's admin credentials from a private copy: every session's `testbed/up.sh` rewrites
+    admin.kubeconfig, and a reader caught mid-write falls back to localhost:8080."""
+    copy = tmp_path_factory.mktemp("admin") / "admin.kubeconfig"
+
+    def copied() -> bool:
+        text = kube.kubeconfig.read_text()
+        if "current-context: testbed" not in text:
+            return False
+        copy.write_text(text)
+        copy.chmod(0o600)
+        return True
+
+    wait_for("a whole admin.kubeconfig", copied, timeout=30)
+    return dataclasses.replace(kube, kubeconfig=copy)
+
+
 def _ensure_namespace(kube: KubeCluster, name: str) -> None:
     kube.kubectl("create", "namespace", name, "--dry-run=client", "-o", "yaml")
     manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
@@ -210,7 +229,8 @@ def _ensure_namespace(kube: KubeCluster, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def release(kube: KubeCluster) -> Iterator[dict[str, float]]:
+def release(admin: KubeCluster) -> Iterator[dict[str, float]]:
+    kube = admin
     env_kubeconfig = str(kube.kubeconfig)
     os.environ.setdefault("HELM_CACHE_HOME", str(TESTBED_DIR / "helm" / "cache"))
     os.environ.setdefault("HELM_CONFIG_HOME", str(TESTBED_DIR / "helm" / "config"))
@@ -245,7 +265,8 @@ def release(kube: KubeCluster) -> Iterator[dict[str, float]]:
         assert not left.strip(), f"left after uninstall: {left}"
 
 
-def test_install_creates_every_object(kube: KubeCluster, release: dict[str, float]) -> None:
+def test_install_creates_every_object(admin: KubeCluster, release: dict[str, float]) -> None:
+    kube = admin
     manifest = helm("get", "manifest", RELEASE, "-n", RELEASE_NS, "--kubeconfig", str(kube.kubeconfig)).stdout
     docs = [d for d in yaml.safe_load_all(manifest) if d]
     assert len(docs) > 20
@@ -370,7 +391,8 @@ def can_i(kube: KubeCluster, account: str, verb: str, resource: str, namespace: 
     return done.stdout.strip() == "yes"
 
 
-def test_service_accounts_cannot_do_what_they_need_not(kube: KubeCluster, release: dict[str, float]) -> None:
+def test_service_accounts_cannot_do_what_they_need_not(admin: KubeCluster, release: dict[str, float]) -> None:
+    kube = admin
     allowed = [row for row in MUST_NOT if can_i(kube, *row)]
     assert not allowed, f"the chart grants more than the bridge needs: {allowed}"
     missing = [row for row in MUST if not can_i(kube, *row)]
@@ -437,10 +459,11 @@ class ChartCluster(Cluster):
 @pytest.fixture(scope="module")
 def cluster(
     slurm_cluster: SlurmCluster,
-    kube: KubeCluster,
+    admin: KubeCluster,
     release: dict[str, float],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ChartCluster]:
+    kube = admin
     workdir = tmp_path_factory.mktemp(f"chart-{slurm_cluster.version}")
     cluster = ChartCluster(kube, slurm_cluster)
     _clear(cluster)
