@@ -690,3 +690,32 @@ def test_nodeset_scales_with_chart_rbac(cluster: ChartCluster) -> None:
         assert {"CreatedPod", "Draining", "DeletedPod"} <= events, events
         kube.kubectl("-n", RELEASE_NS, "delete", "nodeset", NODESET, "--wait=false")
     cluster.assert_never_forbidden()
+
+
+def test_every_resource_the_bridge_names_has_a_rule() -> None:
+    """Drift guard: a ResourceRef the bridge's code uses (kube_client's names) without a rule in the chart
+    fails here before it fails at a site. Only CustomResourceDefinitions (used by tests) have none."""
+    import kube_client
+
+    refs = {
+        name: getattr(kube_client, name)
+        for name in kube_client.__all__
+        if isinstance(getattr(kube_client, name), kube_client.ResourceRef)
+    }
+    docs = render(*MODES["split-key-nodeset"])  # NodeSets on, cluster id derived: every rule rendered
+    granted = {
+        (group, resource)
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+        for rule in d["rules"]
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+    }
+    missing = [
+        name
+        for name, ref in refs.items()
+        if name != "CUSTOM_RESOURCE_DEFINITIONS" and (ref.group, ref.plural) not in granted
+    ]
+    assert not missing, f"no RBAC rule in the chart for {missing}"
+    assert not any(r.startswith("secrets") or r == "*" for _, r in granted)
+    assert not any("*" in rule.get("verbs", []) for d in docs if "rules" in d for rule in d["rules"])
