@@ -264,6 +264,9 @@ def release(admin: KubeCluster) -> Iterator[dict[str, float]]:
             "name",
         )
         assert not left.strip(), f"left after uninstall: {left}"
+    kube.kubectl(
+        "delete", "namespace", RELEASE_NS, PODS_NS, OTHER_NS, "--wait=true", "--timeout=90s", check=False
+    )
 
 
 def test_install_creates_every_object(admin: KubeCluster, release: dict[str, float]) -> None:
