@@ -54,7 +54,8 @@ make_certs() {
 
 kubeconfig_for() { # user -> file
   local user="$1" file="$S/$1.kubeconfig" p="$S/pki"
-  cat >"$file" <<KC
+  # Written aside, then renamed: every test session runs `up`, and a reader must never see a half file.
+  cat >"$file.tmp.$$" <<KC
 apiVersion: v1
 kind: Config
 clusters:
@@ -72,7 +73,8 @@ contexts:
   context: {cluster: testbed, user: $user}
 current-context: testbed
 KC
-  chmod 0600 "$file"
+  chmod 0600 "$file.tmp.$$"
+  mv -f "$file.tmp.$$" "$file"
 }
 
 wait_http() { # url seconds what [curl args...]

@@ -7,3 +7,4 @@ bash "$HERE/k8s.sh" status
 bash "$HERE/workload-controllers.sh" status
 bash "$HERE/monitoring.sh" status
 bash "$HERE/docker.sh" status
+bash "$HERE/helm.sh" status

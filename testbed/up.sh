@@ -31,6 +31,8 @@ cat "$STATE_ROOT/k8s-up.log" >&2
 [[ -z "$slurm_failed" ]] || { echo "[testbed] FATAL: Slurm$slurm_failed did not come up (see above)" >&2; exit 1; }
 # The real JobSet and LeaderWorkerSet controllers (built once from the Go module proxy, cached).
 bash "$HERE/workload-controllers.sh" up 8>&- || { echo "[testbed] FATAL: JobSet/LWS controllers did not come up (see above)" >&2; exit 1; }
+# Helm (built once from the Go module proxy, cached), on the testbed PATH for the chart's tests
+bash "$HERE/helm.sh" up 8>&- || { echo "[testbed] FATAL: Helm build failed (see above)" >&2; exit 1; }
 # Prometheus + prometheus-adapter (external.metrics.k8s.io) for the autoscaling chain
 bash "$HERE/monitoring.sh" up 8>&-
 # A Docker engine (host networking only) and the local base image, for the container image and compose stack
