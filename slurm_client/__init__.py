@@ -47,6 +47,7 @@ from ._models import (
     SubmitResult,
 )
 from ._placeholder import placeholder_script
+from ._users import UserClients, UserCredentials
 from ._versions import SUPPORTED_VERSIONS
 
 __all__ = [
@@ -93,6 +94,8 @@ __all__ = [
     "SubmitResult",
     "TokenFileAuth",
     "UnsupportedOperation",
+    "UserClients",
+    "UserCredentials",
     "compress_hostlist",
     "expand_hostlist",
     "placeholder_script",
