@@ -1,11 +1,12 @@
 """Admission decisions: an AdmissionReview (admission.k8s.io/v1, parsed JSON) in, its response out. Pure.
 
-- `mutate_pod`: in a managed namespace (one of the bridge's `namespaces`, or one that opted in by label,
-  which the API server tells us through the webhook path, see registration.py), a pod that leaves the
-  scheduler unset (the API server defaults it to ``default-scheduler``) gets our `schedulerName` when
-  its namespace opted in or the pod asks with the label ``slurm-bridge.io/scheduling: "true"``; a pod of
-  our scheduler gets the managed-node toleration. Pods naming another scheduler, pods labelled
-  ``slurm-bridge.io/scheduling: "false"`` and pods elsewhere are never touched.
+- `mutate_pod`: in a managed namespace (one of the bridge's `namespaces`, or one that opted in by
+  label, which the API server tells us by calling the opted-in webhook's path, see registration.py),
+  a pod that leaves the scheduler unset (the API server defaults it to ``default-scheduler``) gets our
+  `schedulerName` when its namespace opted in or the pod asks with the label
+  ``slurm-bridge.io/scheduling: "true"``; a pod of our scheduler gets the managed-node toleration.
+  Pods naming another scheduler, pods labelled ``slurm-bridge.io/scheduling: "false"`` and pods
+  elsewhere are never touched.
 - `validate`: the labels, annotations and finalizer the bridge owns may be set or changed only by the
   bridge's identity; job options (and the tenant policy) are checked by bridge/validation.py, the same
   translation the controller submits with. On UPDATE options are checked only when they changed, so an

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from bridge.config import BridgeConfig
 from webhook.config import LABEL_NAMESPACE_OPT_IN
-from webhook.server import MUTATE_PODS_PATH, OPTED_IN_QUERY, VALIDATE_PATH
+from webhook.server import MUTATE_OPTED_IN_PODS_PATH, MUTATE_PODS_PATH, VALIDATE_PATH
 
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 TIMEOUT_SECONDS: Final = 5
@@ -96,7 +96,7 @@ def webhook_configurations(
         {
             **common,
             "name": f"opted-in-pods.mutate.{name}.slurm-bridge.io",
-            "clientConfig": client(f"{MUTATE_PODS_PATH}?{OPTED_IN_QUERY}=true"),
+            "clientConfig": client(MUTATE_OPTED_IN_PODS_PATH),
             "namespaceSelector": opted_in,
             "rules": pod_create,
             "reinvocationPolicy": "Never",

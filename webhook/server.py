@@ -1,7 +1,7 @@
 """The webhook's HTTPS server: asyncio streams, the standard library's ssl, HTTP/1.1 with keep-alive.
 
 Paths (POST, an AdmissionReview in the body):
-- ``/mutate-pods``: `admission.mutate_pod`; ``/mutate-pods?namespace-opted-in=true`` is the path the
+- ``/mutate-pods``: `admission.mutate_pod`; ``/mutate-pods/namespace-opted-in`` is the path the
   registration gives the webhook whose namespaceSelector matches opted-in namespaces;
 - ``/validate``: `admission.validate` (pods, PodGroups, Jobs, JobSets, LeaderWorkerSets, Workloads).
 ``GET /healthz`` answers ``ok``.
@@ -23,7 +23,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from bridge.config import BridgeConfig
 from webhook import admission, certs
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 MUTATE_PODS_PATH: Final = "/mutate-pods"
 VALIDATE_PATH: Final = "/validate"
 HEALTH_PATH: Final = "/healthz"
-OPTED_IN_QUERY: Final = "namespace-opted-in"
+# The API server allows no query in a webhook URL: the opted-in namespaces' webhook has its own path.
+MUTATE_OPTED_IN_PODS_PATH: Final = "/mutate-pods/namespace-opted-in"
 _MAX_HEADER: Final = 64 * 1024
 _MAX_BODY: Final = 8 * 1024 * 1024
 _IDLE_SECONDS: Final = 120.0
@@ -55,14 +56,14 @@ class Handler:
         url = urlsplit(target)
         if method == "GET" and url.path == HEALTH_PATH:
             return 200, b"ok"
-        if method != "POST" or url.path not in (MUTATE_PODS_PATH, VALIDATE_PATH):
+        if method != "POST" or url.path not in (MUTATE_PODS_PATH, MUTATE_OPTED_IN_PODS_PATH, VALIDATE_PATH):
             return 404, b"not found"
         try:
             request = admission.Request.from_review(json.loads(body))
         except (ValueError, UnicodeDecodeError) as exc:
             return 400, f"bad AdmissionReview: {exc}".encode()
-        if url.path == MUTATE_PODS_PATH:
-            opted_in = parse_qs(url.query).get(OPTED_IN_QUERY) == ["true"]
+        if url.path in (MUTATE_PODS_PATH, MUTATE_OPTED_IN_PODS_PATH):
+            opted_in = url.path == MUTATE_OPTED_IN_PODS_PATH
             decision = admission.mutate_pod(request, self.config, namespace_opted_in=opted_in)
         else:
             labels: Mapping[str, str] = {}
