@@ -166,12 +166,25 @@ def webhook(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         print(f"webhook up and registered in {time.monotonic() - started:.1f}s")
         yield process
     finally:
-        kube.kubectl("delete", "mutatingwebhookconfiguration", NAME, "--ignore-not-found")
-        kube.kubectl("delete", "validatingwebhookconfiguration", NAME, "--ignore-not-found")
+        # Each step on its own, retried: another session's `testbed/up.sh` may be rewriting the
+        # kubeconfig just now, and nothing of this module may stay registered on the shared API server.
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            _kubectl_retrying(kube, "delete", kind, NAME, "--ignore-not-found")
         process.stop()
         for namespace in (NS_OPT, NS_PHYS, NS_OTHER):
             _clear_namespace(kube, namespace)
-            kube.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+            _kubectl_retrying(kube, "delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+
+
+def _kubectl_retrying(kube: KubeCluster, *args: str) -> None:
+    for attempt in range(10):
+        try:
+            kube.kubectl(*args)
+            return
+        except RuntimeError:
+            if attempt == 9:
+                raise
+            time.sleep(2)
 
 
 def _refuses_owned_label(kube: KubeCluster) -> bool:
