@@ -144,7 +144,7 @@ def webhook(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     for namespace in (NS_OPT, NS_PHYS, NS_OTHER):
         wait_for(
             "service account",
-            lambda ns=namespace: kube.kubectl("-n", ns, "get", "sa", "default", check=False),
+            lambda ns=namespace: kube.kubectl("-n", ns, "get", "sa", "default", check=False),  # type: ignore[misc]
         )
     process = WebhookProcess(settings, tmp)
     try:
