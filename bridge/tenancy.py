@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -78,6 +79,9 @@ class TenancyConfig(_Section):
     rules: tuple[TenantRule, ...] = ()
     # The policy of a namespace no rule matches; None refuses such namespaces.
     default: TenantPolicy | None = None
+    # Tokens of the policies' Slurm users: one file per user here (`<token_dir>/<user>`); None: minted
+    # with slurm.jwt_key_file.
+    token_dir: Path | None = None
 
 
 @dataclass(frozen=True)
