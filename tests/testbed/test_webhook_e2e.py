@@ -55,7 +55,12 @@ JOBID_LABEL = "scheduler.slinky.slurm.net/slurm-jobid"
 SCHEDULER = "webhook-e2e-scheduler"
 TENANCY = {
     "enabled": True,
-    "rules": [{"namespaces": [NS_PHYS], "policy": {"default_account": "physics", "accounts": ["physics"]}}],
+    "rules": [
+        {
+            "namespaces": [NS_PHYS],
+            "policy": {"default_account": "physics", "accounts": ["physics"], "slurm_user": "alice"},
+        }
+    ],
     "default": {},
 }
 
@@ -139,8 +144,8 @@ def webhook(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tmp = tmp_path_factory.mktemp("webhook")
     settings = webhook_settings(tmp)
     for namespace in (NS_OPT, NS_PHYS, NS_OTHER):
-        kube.kubectl("create", "namespace", namespace)
-    kube.kubectl("label", "namespace", NS_OPT, "slurm-bridge.io/scheduling=true")
+        _kubectl_retrying(kube, "create", "namespace", namespace)
+    _kubectl_retrying(kube, "label", "namespace", NS_OPT, "slurm-bridge.io/scheduling=true")
     for namespace in (NS_OPT, NS_PHYS, NS_OTHER):
         wait_for(
             "service account",
@@ -181,7 +186,9 @@ def _kubectl_retrying(kube: KubeCluster, *args: str) -> None:
         try:
             kube.kubectl(*args)
             return
-        except RuntimeError:
+        except RuntimeError as error:
+            if "AlreadyExists" in str(error):
+                return
             if attempt == 9:
                 raise
             time.sleep(2)
@@ -259,7 +266,8 @@ def test_users_edit_of_the_job_id_label_is_refused(kube: KubeCluster, webhook: W
     kube.kubectl("-n", NS_PHYS, "delete", "pod", name, "--wait=false")
 
 
-@pytest.mark.slurm_default_only
+# Slurm 26.05 only: the testbed's accounting (slurmdbd, users alice/bob, accounts physics/biology) runs there.
+@pytest.mark.slurm_version("26.05")
 def test_pod_without_scheduler_name_is_scheduled_by_slurm_and_policy_applies(
     kube: KubeCluster, slurm_cluster: SlurmCluster, webhook: WebhookProcess, tmp_path: Path
 ) -> None:
@@ -302,13 +310,22 @@ def test_pod_without_scheduler_name_is_scheduled_by_slurm_and_policy_applies(
         assert cluster.jobs_for_pod(refused) == []
         assert "InvalidSlurmJobOptions" in cluster.event_reasons(refused, NS_PHYS)
 
-        # A pod of the tenant without an account is charged to the policy's default account.
+        # A pod of the tenant without an account runs as the tenant's Slurm user, charged to the
+        # policy's default account, and its outcome lands in accounting under that user and account.
         charged = unique("charged")
-        cluster.create(pod_manifest(charged, namespace=NS_PHYS))
+        ends = {"testbed.slurm-bridge.io/run-duration": "3s"}
+        cluster.create(pod_manifest(charged, namespace=NS_PHYS, annotations=ends))
         wait_for("tenant pod Running", lambda: phase(cluster.pod(charged, NS_PHYS)) == "Running", 90)
         job_id = cluster.jobs_for_pod(charged)[0]["id"]
-        account = slurm_cluster.cli("squeue", "-h", "-j", job_id, "-o", "%a").strip()
-        assert account == "physics"
+        assert slurm_cluster.cli("squeue", "-h", "-j", job_id, "-o", "%u|%a").strip() == "alice|physics"
+        wait_for("tenant pod Succeeded", lambda: phase(cluster.pod(charged, NS_PHYS)) == "Succeeded", 60)
+        wait_for("job COMPLETED", lambda: cluster.job_state(job_id)[0] == "COMPLETED", 30)
+
+        def accounted() -> str:
+            out = slurm_cluster.cli("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "User,Account,State")
+            return out.strip() if "COMPLETED" in out else ""
+
+        assert wait_for("sacct record", accounted, 30) == "alice|physics|COMPLETED"
     finally:
         for namespace in (NS_OPT, NS_PHYS):
             kube.kubectl("-n", namespace, "delete", "pods", "--all", "--wait=false")
