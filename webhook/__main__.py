@@ -13,6 +13,8 @@ import signal
 from pathlib import Path
 
 from bridge.config import load_config
+from kube_client import KubeClient
+from webhook.namespaces import NamespaceLabelCache, needs_namespace_labels
 from webhook.server import serve_webhook
 
 
@@ -22,7 +24,14 @@ async def _main(config_path: Path | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve_webhook(config, stop)
+    if not needs_namespace_labels(config):
+        await serve_webhook(config, stop)
+        return
+    kube = await KubeClient.connect(config.kubernetes.kubeconfig)
+    try:
+        await serve_webhook(config, stop, namespace_labels=NamespaceLabelCache(kube).labels)
+    finally:
+        await kube.close()
 
 
 def main() -> None:

@@ -68,7 +68,11 @@ class Handler:
         else:
             labels: Mapping[str, str] = {}
             if self._namespace_labels is not None and self.config.tenancy.enabled and request.namespace:
-                labels = await self._namespace_labels(request.namespace)
+                try:
+                    labels = await self._namespace_labels(request.namespace)
+                except Exception as exc:  # any failure: the API server's failure policy decides
+                    log.warning("cannot read the labels of namespace %s: %s", request.namespace, exc)
+                    return 500, f"cannot read the labels of namespace {request.namespace}".encode()
             decision = admission.validate(request, self.config, self.config.webhook.bridge_usernames, labels)
             if not decision.allowed:
                 log.info("refused %s %s: %s", request.operation, request.kind, decision.message)
@@ -207,7 +211,13 @@ async def _serve_connection(
             return
 
 
-_REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large"}
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    413: "Content Too Large",
+    500: "Internal Server Error",
+}
 
 
 async def _reply(writer: asyncio.StreamWriter, status: int, payload: bytes, *, close: bool) -> None:

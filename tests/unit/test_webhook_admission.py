@@ -481,3 +481,53 @@ def test_registration_scopes_every_webhook() -> None:
     assert all(BRIDGE in h["matchConditions"][0]["expression"] for h in validating["webhooks"])
     with pytest.raises(ValueError, match="exactly one"):
         webhook_configurations(CONFIG, ca_bundle=b"", name="t")
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.reads = 0
+        self.fail = False
+
+    async def get(self, _ref: Any, name: str) -> dict[str, Any]:
+        self.reads += 1
+        if self.fail:
+            raise RuntimeError("API server down")
+        return {"metadata": {"name": name, "labels": {"team": "bio"}}}
+
+
+async def test_namespace_labels_cached_and_failure_is_an_error() -> None:
+    from webhook.namespaces import NamespaceLabelCache, needs_namespace_labels
+    from webhook.server import Handler
+
+    now = [0.0]
+    kube = FakeKube()
+    cache = NamespaceLabelCache(kube, ttl=30, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await cache.labels("lab") == {"team": "bio"}
+    assert await cache.labels("lab") == {"team": "bio"}
+    assert kube.reads == 1
+    now[0] = 31
+    await cache.labels("lab")
+    assert kube.reads == 2
+
+    by_label = CONFIG.model_copy(
+        update={
+            "tenancy": TenancyConfig(
+                enabled=True,
+                rules=(
+                    TenantRule(namespace_labels={"team": "bio"}, policy=TenantPolicy(accounts=("biology",))),
+                ),
+            )
+        }
+    )
+    assert needs_namespace_labels(by_label) and not needs_namespace_labels(CONFIG)
+    handler = Handler(by_label, cache.labels)
+    body = json.dumps(
+        review(pod(scheduler=OURS, annotations={"slinky.slurm.net/account": "physics"}), namespace="lab")
+    ).encode()
+    now[0] = 100
+    status, answer = await handler.handle("POST", "/validate", body)
+    assert status == 200
+    assert "account 'physics' is not allowed in namespace 'lab' (allowed: biology)" in answer.decode()
+    kube.fail, now[0] = True, 200
+    status, _ = await handler.handle("POST", "/validate", body)
+    assert status == 500  # the API server's failure policy decides, never a guessed policy
