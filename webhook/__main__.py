@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bridge.config import load_config
 from kube_client import KubeClient
+from webhook.ca_bundle import update_ca_bundles
 from webhook.namespaces import NamespaceLabelCache, needs_namespace_labels
 from webhook.server import serve_webhook
 
@@ -24,12 +25,19 @@ async def _main(config_path: Path | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if not needs_namespace_labels(config):
+    name = config.webhook.registration_name
+    if not needs_namespace_labels(config) and name is None:
         await serve_webhook(config, stop)
         return
     kube = await KubeClient.connect(config.kubernetes.kubeconfig)
+
+    async def ca_rotated(ca_pem: bytes) -> None:
+        if name is not None:
+            await update_ca_bundles(kube, name, ca_pem)
+
     try:
-        await serve_webhook(config, stop, namespace_labels=NamespaceLabelCache(kube).labels)
+        labels = NamespaceLabelCache(kube).labels if needs_namespace_labels(config) else None
+        await serve_webhook(config, stop, namespace_labels=labels, on_ca_rotated=ca_rotated)
     finally:
         await kube.close()
 

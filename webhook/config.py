@@ -38,6 +38,9 @@ class WebhookConfig(BaseModel):
     # Identities allowed to set or change the labels, annotations and finalizer the bridge owns:
     # user names as the API server reports them (a ServiceAccount is system:serviceaccount:<ns>:<name>).
     bridge_usernames: tuple[str, ...] = ("system:serviceaccount:slurm-bridge-system:slurm-bridge",)
+    # The Mutating/ValidatingWebhookConfiguration (both this name) whose caBundle the bridge updates when
+    # it replaces its CA; None: the registration is someone else's to update.
+    registration_name: str | None = None
 
     @field_validator("listen_address")
     @classmethod

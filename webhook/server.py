@@ -166,6 +166,7 @@ async def serve_webhook(
     log.info("admission webhook serving on https://%s", config.webhook.listen_address)
     if ready is not None:
         ready.set()
+    unannounced_ca: bytes | None = None  # a new CA the registration has not been told about yet
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -173,12 +174,16 @@ async def serve_webhook(
             if stop.is_set():
                 break
             try:
-                new_ca = certificates.check()
+                unannounced_ca = certificates.check() or unannounced_ca
             except (OSError, ssl.SSLError, ValueError) as exc:
                 log.error("webhook certificate check failed: %s", exc)
                 continue
-            if new_ca is not None and on_ca_rotated is not None:
-                await on_ca_rotated(new_ca)
+            if unannounced_ca is not None and on_ca_rotated is not None:
+                try:
+                    await on_ca_rotated(unannounced_ca)
+                    unannounced_ca = None
+                except Exception as exc:  # told again at the next check
+                    log.error("cannot update the webhook registration's caBundle: %s", exc)
     finally:
         server.close()
         await server.wait_closed()

@@ -140,3 +140,54 @@ async def test_server_answers_and_reloads_rotated_certificate(tmp_path: Path) ->
     assert der != first_der
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+def test_ca_bundle_patch() -> None:
+    from webhook.ca_bundle import ca_bundle_patch
+
+    configuration = {
+        "webhooks": [{"name": "a", "clientConfig": {"url": "u"}}, {"name": "b", "clientConfig": {}}]
+    }
+    bundle = "Q0E="  # base64 of "CA"
+    assert ca_bundle_patch(configuration, b"CA") == [
+        {"op": "test", "path": "/webhooks/0/name", "value": "a"},
+        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle},
+        {"op": "test", "path": "/webhooks/1/name", "value": "b"},
+        {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": bundle},
+    ]
+    assert ca_bundle_patch({}, b"CA") == []
+
+
+async def test_new_ca_is_announced_until_it_is_taken(tmp_path: Path) -> None:
+    """A rotated CA is handed to on_ca_rotated; a failed hand-over is retried at the next check."""
+    port = free_port()
+    now = [T0]
+    config = BridgeConfig(
+        webhook=WebhookConfig(
+            listen_address=f"127.0.0.1:{port}", cert_dir=tmp_path, check_interval_seconds=0.05, **NAMES
+        ),
+    )
+    told: list[bytes] = []
+    attempts = [0]
+
+    async def rotated(ca: bytes) -> None:
+        attempts[0] += 1
+        if attempts[0] == 1:
+            raise RuntimeError("API server busy")
+        told.append(ca)
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        serve_webhook(config, stop, ready=ready, on_ca_rotated=rotated, clock=lambda: now[0])
+    )
+    await asyncio.wait_for(ready.wait(), 10)
+    first_ca = (tmp_path / certs.CA_CERT).read_bytes()
+    now[0] = T0 + dt.timedelta(days=3650 - 10)  # the CA is due for renewal
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if told:
+            break
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert attempts[0] >= 2
+    assert told and told[0] != first_ca and told[0] == (tmp_path / certs.CA_CERT).read_bytes()
