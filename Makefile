@@ -7,7 +7,7 @@ export SLURM_VERSION ?= 26.05
 # Versions of Slurm the test run brings up (and parametrizes over); the first is the default for the bridge.
 export SLURM_VERSIONS ?= $(SLURM_VERSION)
 
-.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo demo-autoscale demo-policy bench-client bench-bridge bench-exporter clean image
+.PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo demo-autoscale demo-policy bench-client bench-bridge bench-exporter bench-webhook clean image
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-bridge: testbed-up
 
 bench-exporter: testbed-up
 	$(BIN)/python -m tools.bench_exporter
+
+# Admission latency of 1,000 pod creates with the webhook on vs off (tools/bench_webhook.py).
+bench-webhook: testbed-up
+	$(BIN)/python -m tools.bench_webhook
 
 clean: testbed-down
 	rm -rf $(VENV) .testbed

@@ -29,6 +29,8 @@ from pydantic import (
 )
 
 from bridge import wellknown
+from bridge.tenancy import TenancyConfig
+from webhook.config import WebhookConfig
 
 ENV_PREFIX = "SLURM_BRIDGE_"
 
@@ -152,6 +154,9 @@ class BridgeConfig(_Section):
     exporter: ExporterConfig = ExporterConfig()
     # Serves /metrics, /healthz and /readyz; "" serves nothing.
     metrics_listen_address: str = "0.0.0.0:8080"
+    # --- admission webhook and tenant policy (webhook/, bridge/tenancy.py) ---
+    webhook: WebhookConfig = WebhookConfig()
+    tenancy: TenancyConfig = TenancyConfig()
 
     @model_validator(mode="after")
     def _nodeset_identity(self) -> Self:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, TypeVar
 
-from bridge import wellknown
+from bridge import tenancy, wellknown
 from bridge.config import BridgeConfig, PlaceholderMode
 from bridge.marker import JobMarker
 from bridge.numbers import MAX_DIGITS, ascii_int
@@ -120,8 +120,14 @@ def namespace_refusal(pod: PodInfo, config: BridgeConfig) -> str | None:
 # --- Translation ------------------------------------------------------------------------------------
 
 
-def job_spec_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
-    """The placeholder job for `pod`, without marker or script. Raises TranslationError."""
+def job_spec_for(
+    pod: PodInfo, config: BridgeConfig, namespace_labels: Mapping[str, str] | None = None
+) -> JobSpec:
+    """The placeholder job for `pod`, without marker or script. Raises TranslationError.
+
+    With `config.tenancy` enabled the namespace's policy defaults the account and refuses what it
+    forbids (TenantPolicyError); `namespace_labels` are the Namespace's labels, for label rules.
+    """
     problems: list[str] = []
     requests = _effective_requests(pod, problems)
     options = _job_options(pod.annotations, problems)
@@ -188,7 +194,7 @@ def job_spec_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
     exclusive = read.boolean(JobOption.EXCLUSIVE)
     if problems:
         raise TranslationError(pod.key, problems)
-    return JobSpec(
+    spec = JobSpec(
         # squeue shows "(null)" for a nameless job: always name it
         name=job_name or pod.name or pod.generate_name.rstrip("-") or "pod",
         partition=partition or config.slurm.partition,
@@ -209,6 +215,26 @@ def job_spec_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
         wckey=wckey,
         priority=priority,
     )
+    return tenant_checked(pod, spec, config, namespace_labels or {})
+
+
+class TenantPolicyError(TranslationError):
+    """A job the pod's namespace may not ask for (bridge/tenancy.py); `violations` says what."""
+
+    def __init__(self, pod_key: str, violations: Sequence[tenancy.Violation]) -> None:
+        self.violations = tuple(violations)
+        super().__init__(pod_key, [v.message for v in violations])
+
+
+def tenant_checked(pod: PodInfo, spec: JobSpec, config: BridgeConfig, labels: Mapping[str, str]) -> JobSpec:
+    """`spec` with the tenant policy's defaults; raises TenantPolicyError for what the policy forbids."""
+    if not config.tenancy.enabled:
+        return spec
+    violations = tenancy.check(pod.namespace, labels, spec, config.tenancy)
+    if violations:
+        raise TenantPolicyError(pod.key, violations)
+    policy = tenancy.policy_for(pod.namespace, labels, config.tenancy)
+    return tenancy.with_defaults(spec, policy) if policy is not None else spec
 
 
 def spec_digest(spec: JobSpec) -> str:
@@ -218,14 +244,16 @@ def spec_digest(spec: JobSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def placeholder_job_for(pod: PodInfo, config: BridgeConfig) -> JobSpec:
+def placeholder_job_for(
+    pod: PodInfo, config: BridgeConfig, namespace_labels: Mapping[str, str] | None = None
+) -> JobSpec:
     """The job to submit for `pod`: its JobSpec plus marker comment and placeholder script.
 
     script None asks the Slurm client for an allocation that launches nothing (EXTERNAL_JOB); in
     auto mode the client falls back to a batch script where the server cannot do that.
     Raises TranslationError, or ValueError for a pod without a UID.
     """
-    spec = job_spec_for(pod, config)
+    spec = job_spec_for(pod, config, namespace_labels)
     marker = JobMarker(
         cluster_id=config.marker_cluster_id,
         namespace=pod.namespace,

@@ -106,6 +106,7 @@ class Reason(enum.StrEnum):
     # PodScheduled=False while the pod waits
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     INVALID_JOB_OPTIONS = "InvalidSlurmJobOptions"
+    TENANT_POLICY_VIOLATION = "SlurmTenantPolicyViolation"  # bridge/tenancy.py refuses the request
     JOB_PENDING = "SlurmJobPending"
     JOB_SUSPENDED = "SlurmJobSuspended"
     NODE_NOT_IN_KUBERNETES = "SlurmNodeNotInKubernetes"

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -57,7 +57,7 @@ class SlurmJobCache:
         slurm: JobLister,
         cluster_id: str,
         *,
-        owner: str | None,
+        owner: str | Collection[str] | None,
         poll_interval: float,
         on_change: Callable[[str], None],
         on_gang_change: Callable[[str], None] | None = None,
@@ -70,7 +70,8 @@ class SlurmJobCache:
         self._cluster_id = cluster_id
         # Only jobs the bridge's own Slurm user submitted can be ours: a marker in someone else's job is
         # never acted on (and cancelling another user's job through slurmrestd is refused anyway).
-        self._owner = owner
+        # Several owners: the bridge's user and the Slurm users tenant policies run jobs as.
+        self._owners = frozenset([owner] if isinstance(owner, str) else owner) if owner is not None else None
         self._poll_interval = poll_interval
         self._on_change = on_change
         self._on_gang_change = on_gang_change
@@ -322,7 +323,7 @@ class SlurmJobCache:
                 del self._provisional[job_id]
 
     def _marker_of(self, job: Job) -> JobMarker | None:
-        if self._owner is not None and job.user_name is not None and job.user_name != self._owner:
+        if self._owners is not None and job.user_name is not None and job.user_name not in self._owners:
             return None
         return decode_marker(job.comment, self._cluster_id)
 
@@ -331,7 +332,7 @@ class SlurmJobCache:
         return f"{marker.namespace}/{marker.pod_name}" if marker is not None else None
 
     def _gang_key_of(self, job: Job) -> str | None:
-        if self._owner is not None and job.user_name is not None and job.user_name != self._owner:
+        if self._owners is not None and job.user_name is not None and job.user_name not in self._owners:
             return None
         marker = decode_gang_marker(job.comment, self._cluster_id)
         return str(marker.gang_key) if marker is not None else None

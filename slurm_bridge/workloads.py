@@ -19,9 +19,10 @@ from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
 from controller.pods import PodMetrics, PodReconciler
-from controller.ports import ObjectReader
+from controller.ports import GangSlurm, ObjectReader
 from controller.runtime import Backoff, Controller, ControllerMetrics, WorkQueue
 from controller.slurm_jobs import SlurmJobCache
+from controller.tenant_slurm import TenantJobSubmitter, tenant_slurm_users, user_clients_for
 from kube_client import (
     COSCHEDULING_POD_GROUPS,
     NAMESPACES,
@@ -99,10 +100,15 @@ class Workloads:
         pod_queue = WorkQueue(backoff=Backoff(cap=MAX_RETRY_SECONDS))
         gang_queue = WorkQueue(backoff=Backoff(cap=MAX_RETRY_SECONDS))
         router = EventRouter(pod_queue, gang_queue, workload_groups)
+        # Tenant policies may run jobs as other Slurm users: submits and cancels go as the job's owner.
+        self.tenant_users = user_clients_for(config)
+        submitter: GangSlurm = slurm
+        if self.tenant_users is not None:
+            submitter = TenantJobSubmitter(slurm, self.tenant_users, config)
         self.jobs = SlurmJobCache(
             slurm,
             config.marker_cluster_id,
-            owner=config.slurm.user,
+            owner=tenant_slurm_users(config),
             poll_interval=config.poll_interval_seconds,
             on_change=router.to_pod,
             on_gang_change=router.to_gang,
@@ -114,7 +120,7 @@ class Workloads:
         self.pod_reconciler = PodReconciler(
             config,
             kube=kube,
-            slurm=slurm,
+            slurm=submitter,
             pods=self.pods,
             nodes=self.nodes,
             jobs=self.jobs,
@@ -127,7 +133,7 @@ class Workloads:
         self.gang_reconciler = GangReconciler(
             config,
             kube=kube,
-            slurm=slurm,
+            slurm=submitter,
             pods=self.pods,
             pod_groups=pod_groups,
             workload_groups=workload_groups,
@@ -328,6 +334,8 @@ async def start_workloads(
     workloads = await build_workloads(
         config, components, kube=kube, slurm=slurm, operator=operator, registry=registry, identity=identity
     )
+    if workloads.tenant_users is not None:
+        stack.push_async_callback(workloads.tenant_users.aclose)
     health.add_readiness_check("caches", lambda: (workloads.synced, "informers and Slurm job cache synced"))
     health.add_readiness_check(
         "slurm", lambda: (workloads.jobs.healthy, workloads.jobs.last_error or "job list polled")

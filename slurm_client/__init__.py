@@ -48,6 +48,7 @@ from ._models import (
     SubmitResult,
 )
 from ._placeholder import placeholder_script, split_exit_code, with_exit_code
+from ._users import UserClients, UserCredentials
 from ._versions import SUPPORTED_VERSIONS
 
 __all__ = [
@@ -95,6 +96,8 @@ __all__ = [
     "SubmitResult",
     "TokenFileAuth",
     "UnsupportedOperation",
+    "UserClients",
+    "UserCredentials",
     "compress_hostlist",
     "expand_hostlist",
     "placeholder_script",
