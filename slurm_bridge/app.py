@@ -3,6 +3,7 @@
     scheduler + controller   the shim and the workload controller (slurm_bridge/workloads.py); only the
                              leader acts (a coordination.k8s.io Lease), the others keep warm caches
     exporter                 Prometheus metrics from Slurm (exporter/), on every replica
+    webhook                  admission: defaults and validation at `kubectl apply` (webhook/), every replica
 
 One HTTP server on `metrics_listen_address` serves /metrics, /healthz and /readyz.
 """
@@ -64,6 +65,8 @@ async def run_async(
         tasks: list[asyncio.Task[None]] = []
         stack.push_async_callback(_cancel_all, tasks)
         tasks.append(asyncio.create_task(health.heartbeat(), name="heartbeat"))
+        essential: list[asyncio.Task[None]] = []  # the process ends when one of these fails
+        stack.push_async_callback(_cancel_all, essential)
         slurm, operator = await stack.enter_async_context(slurm_clients(config))
         metrics_server = None
         if "exporter" in components:  # on every replica, leader or not; its server serves everything
@@ -77,21 +80,25 @@ async def run_async(
             )
             stack.callback(metrics_server.server_close)
             stack.callback(metrics_server.shutdown)
+        if "webhook" in components:
+            # Imported here: only a process serving admission loads the webhook (TLS, certificates).
+            from webhook.entry import run_webhook
+
+            essential.append(asyncio.create_task(run_webhook(config, stop), name="webhook"))
         wanted = WORKLOAD_COMPONENTS & set(components)
         if wanted:
             # Imported here: a process running only the exporter never loads Kubernetes or the controllers.
             from slurm_bridge.workloads import start_workloads
 
-            work = await start_workloads(config, wanted, stack, slurm, operator, registry, identity, health)
-            tasks.append(work)
-        else:
-            work = None
+            essential.append(
+                await start_workloads(config, wanted, stack, slurm, operator, registry, identity, health)
+            )
         waiter = asyncio.create_task(stop.wait())
-        watched = {waiter} | ({work} if work is not None else set())
-        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({waiter, *essential}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if work is not None and work in done and not work.cancelled() and work.exception() is not None:
-            raise work.exception()  # type: ignore[misc]
+        for task in done:
+            if task is not waiter and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         log.info("stopping")
 
 

@@ -1,10 +1,11 @@
 """The `slurm-bridge` command.
 
     slurm-bridge explain -f pod.yaml [--config FILE]    what Slurm job the manifest's pods would become
-    slurm-bridge scheduler | controller | exporter      run one component
+    slurm-bridge scheduler | controller | exporter | webhook   run one component
     slurm-bridge run [--components a,b]                  run several components in one process
 
-Exit status: 0 success; 1 a pod cannot be translated; 2 bad usage, configuration or manifest.
+Exit status: 0 success; 1 a pod cannot be translated; 2 bad usage, configuration or manifest, or a
+configuration this Slurm cannot honour; 3 the leader lost its Lease (slurm_bridge/exits.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import TextIO
 from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.explain import ManifestError, explain_manifests, render
 
-COMPONENTS = ("scheduler", "controller", "exporter")
+COMPONENTS = ("scheduler", "controller", "exporter", "webhook")
+# `run` without --components: these, plus the webhook when `webhook.enabled` is set.
+DEFAULT_RUN = ("scheduler", "controller", "exporter")
 CONFIG_PATH_VARIABLE = "SLURM_BRIDGE_CONFIG"
 _RUNNER_MODULE = "slurm_bridge.app"
 
@@ -35,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "explain":
         return _explain(args.filename, config, sys.stdin, sys.stdout, sys.stderr)
-    components = _components(args)
+    components = _components(args, config.webhook.enabled)
     if components is None:
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[common], help="run several components in one process")
     run.add_argument(
         "--components",
-        default=",".join(COMPONENTS),
-        help=f"comma-separated subset of {', '.join(COMPONENTS)} (default: all)",
+        default=None,
+        help=f"comma-separated subset of {', '.join(COMPONENTS)} (default: {', '.join(DEFAULT_RUN)},"
+        " and webhook when webhook.enabled)",
     )
     return parser
 
@@ -88,9 +92,11 @@ def _explain(filename: str, config: BridgeConfig, stdin: TextIO, stdout: TextIO,
     return 0 if explanation.ok else 1
 
 
-def _components(args: argparse.Namespace) -> set[str] | None:
+def _components(args: argparse.Namespace, webhook_enabled: bool) -> set[str] | None:
     if args.command != "run":
         return {args.command}
+    if args.components is None:
+        return set(DEFAULT_RUN) | ({"webhook"} if webhook_enabled else set())
     chosen = {name.strip() for name in str(args.components).split(",") if name.strip()}
     unknown = chosen - set(COMPONENTS)
     if unknown or not chosen:

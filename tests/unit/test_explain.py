@@ -274,8 +274,10 @@ def test_sbatch_command_quotes_for_the_shell() -> None:
         (["exporter"], {"exporter"}),
         (["run"], {"scheduler", "controller", "exporter"}),
         (["run", "--components", "controller, scheduler"], {"scheduler", "controller"}),
+        (["webhook"], {"webhook"}),
+        (["run", "--components", "webhook,scheduler"], {"webhook", "scheduler"}),
     ],
-    ids=["scheduler", "controller", "exporter", "run-all", "run-some"],
+    ids=["scheduler", "controller", "exporter", "run-all", "run-some", "webhook", "run-with-webhook"],
 )
 def test_components_start_through_the_runner(
     monkeypatch: pytest.MonkeyPatch, argv: list[str], components: set[str]
@@ -302,3 +304,16 @@ def test_missing_runner_is_reported(
 def test_run_rejects_unknown_components(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--components", "scheduler,bogus"]) == 2
     assert "--components takes a subset of" in capsys.readouterr().err
+
+
+def test_run_adds_the_webhook_when_the_config_enables_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[set[str]] = []
+
+    def fake_run(config: BridgeConfig, chosen: set[str]) -> int:
+        calls.append(chosen)
+        return 0
+
+    monkeypatch.setitem(sys.modules, "slurm_bridge.app", types.SimpleNamespace(run=fake_run))
+    monkeypatch.setenv("SLURM_BRIDGE_WEBHOOK__ENABLED", "true")
+    assert main(["run"]) == 0
+    assert calls == [{"scheduler", "controller", "exporter", "webhook"}]
