@@ -10,6 +10,10 @@ export SLURM_VERSIONS ?= $(SLURM_VERSION)
 .PHONY: venv lint test test-unit testbed-up testbed-down testbed-status demo demo-autoscale demo-policy bench-client bench-bridge bench-exporter bench-webhook clean image
 
 $(BIN)/.installed: pyproject.toml
+	@# A fresh Debian has python3 without venv/ensurepip: install it (as root), or say the one-line fix.
+	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { echo "[make] installing python3-venv"; \
+	  { apt-get install -y -q python3-venv || { apt-get update -q && apt-get install -y -q python3-venv; }; } >/dev/null \
+	  || { echo "python3 lacks venv: run 'apt-get install python3-venv' as root"; exit 1; }; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

@@ -11,7 +11,9 @@ K8S_BIN="$CACHE/k8s/$K8S_VERSION/bin"
 ETCD_BIN="$CACHE/etcd/$ETCD_VERSION/bin"
 KWOK_BIN="$CACHE/kwok/$KWOK_VERSION/bin"
 log() { echo "[build-k8s] $*" >&2; }
-command -v go >/dev/null || { log "FATAL: go is not installed; the Kubernetes build needs the Go toolchain"; exit 1; }
+# shellcheck source=go.sh
+source "$HERE/go.sh"
+ensure_go || { log "FATAL: no Go toolchain; the Kubernetes build needs one"; exit 1; }
 export GOFLAGS="${GOFLAGS:--mod=mod}" GOTOOLCHAIN=local
 # One build at a time per cache: a second caller waits, then finds the binaries cached.
 mkdir -p "$CACHE"

@@ -16,7 +16,8 @@ die() { echo "[helm] FATAL: $*" >&2; exit 1; }
 
 build() {
   if [[ -x "$HELM_BIN/helm" ]]; then log "helm $HELM_VERSION cached at $HELM_BIN/helm"; return 0; fi
-  command -v go >/dev/null || die "go is not installed; building Helm needs the Go toolchain"
+  source "$HERE/go.sh"
+  ensure_go || die "no Go toolchain (see above)"
   export GOFLAGS="${GOFLAGS:--mod=mod}" GOTOOLCHAIN=local CGO_ENABLED=0
   mkdir -p "$CACHE/helm"
   # One build at a time per cache: a second caller waits, then finds the binary cached.

@@ -45,7 +45,8 @@ install_prometheus() {
 
 build_adapter() {
   [[ -x "$ADAPTER" ]] && return 0
-  command -v go >/dev/null || die "go is not installed; building prometheus-adapter needs the Go toolchain"
+  source "$HERE/go.sh"
+  ensure_go || die "no Go toolchain (see above)"
   export GOFLAGS="${GOFLAGS:--mod=mod}" GOTOOLCHAIN=local
   mkdir -p "$ADAPTER_DIR"
   # One build at a time per cache: a second caller waits, then finds the binary cached.

@@ -55,7 +55,8 @@ GO
 }
 
 build() {
-  command -v go >/dev/null || die "go is not installed; building the JobSet/LWS controllers needs the Go toolchain"
+  source "$HERE/go.sh"
+  ensure_go || die "no Go toolchain (see above)"
   export GOFLAGS="${GOFLAGS:--mod=mod}" GOTOOLCHAIN=local
   mkdir -p "$CACHE/workload-controllers"
   # One build at a time per cache: a second caller waits, then finds the binaries cached.
