@@ -302,9 +302,9 @@ def test_fair_share_orders_the_queue(cluster: Cluster, bridge: BridgeProcess, ch
                 pods.append((name, account))
                 cluster.create(_pod(name, {OPT + "account": account, RUN: "4s", EXIT: "0"}, cpu="4"))
         ids = {n: _wait_job_id(cluster, n) for n, _ in pods}
-        sprio = cluster.slurm.cli(
-            "sprio", "-j", ",".join(ids.values()), "-o", "%.8i %.10a %.10Y %.10F %.8A %.8Q"
-        )
+        # sprio lists pending jobs only (`-j` with a started one fails): filter its whole list
+        listed = cluster.slurm.cli("sprio", "-o", "%.8i %.10a %.10Y %.10F %.8A %.8Q").splitlines()
+        sprio = "\n".join(r for r in listed if r.split()[0] in {"JOBID", *ids.values()}) + "\n"
         sshare = cluster.slurm.cli(
             "sshare", "-a", "-A", "physics,biology", "-o", "Account,User,RawShares,RawUsage,FairShare"
         )
@@ -393,7 +393,7 @@ def test_high_job_preempts_a_scavenger_pod_and_gang(cluster: Cluster, bridge: Br
     for m in members:
         cluster.create(_pod(m, {RUN: "600s"}, labels={POD_GROUP_LABEL: group}))
     names = [single, *members]
-    wait_for("scavenger pods Running", lambda: all(phase(_get(cluster, n)) == "Running" for n in names), 90)
+    wait_for("scavenger pods Running", lambda: all(phase(_get(cluster, n)) == "Running" for n in names), 240)
     ids = {n: _job_id(cluster, n) for n in names}
     assert ids[members[0]] == ids[members[1]]  # one job for the gang
     # the high job asks for exactly the scavengers' nodes, whole: it can only start by preempting them
