@@ -139,7 +139,7 @@ def test_pause_pod_runs_through_slurm_and_is_cleaned_up(cluster: Cluster, bridge
 
 @pytest.mark.parametrize(
     ("exit_code", "job_state", "job_exit"),
-    [(None, "COMPLETED", "0:0"), ("3", "FAILED", "1:0")],
+    [(None, "COMPLETED", "0:0"), ("3", "FAILED", "3:0")],  # the pod's exit code, not 1
     ids=["succeeded", "failed"],
 )
 def test_pod_outcome_reaches_slurm_accounting(

@@ -70,7 +70,7 @@ def charged(cluster: Cluster) -> float:
     """Usage for account biology, started first so that Slurm's next fair-share pass (every minute)
     has seen it when the fair-share test runs: 4 nodes x 4 CPUs for 3 s."""
     cluster.slurm.cli(
-        "sbatch", "--parsable", "-p", cluster.slurm.partition, "-A", "biology", "-N", "4", "--exclusive",
+        "sbatch", "--parsable", "-p", cluster.slurm.partition, "-A", "biology", "-N", "1-4", "--exclusive",
         "-J", "acct-charge", "-D", "/tmp", "-t", "1", "--wrap", "sleep 3",
     )  # fmt: skip
     return time.monotonic()
@@ -160,6 +160,11 @@ def _final_sacct(cluster: Cluster, job_id: str, timeout: float = 60) -> dict[str
     return row
 
 
+def _sacct_start(cluster: Cluster, job_id: str) -> str:
+    """The job's start time as sacct records it (ISO, seconds)."""
+    return cluster.slurm.cli("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "Start").strip().splitlines()[-1]
+
+
 def _squeue(cluster: Cluster, job_id: str) -> tuple[str, str]:
     out = cluster.slurm.cli("squeue", "-h", "-j", job_id, "-o", "%T|%r", check=False).strip()
     state, _, reason = out.partition("|")
@@ -171,9 +176,10 @@ def _events(cluster: Cluster, name: str) -> set[str]:
 
 
 def _block(cluster: Cluster, nodes: int, *extra: str, name: str = "acct-block", secs: int = 300) -> str:
-    """A root job holding `nodes` whole nodes (not preemptible: QOS normal)."""
+    """A root job holding `nodes` whole nodes (0: as many as are free, 1 to 4); QOS normal."""
+    count = str(nodes) if nodes else f"1-{len(cluster.slurm.nodes)}"
     out = cluster.slurm.cli(
-        "sbatch", "--parsable", "-p", cluster.slurm.partition, "-N", str(nodes), "--exclusive", "-J", name,
+        "sbatch", "--parsable", "-p", cluster.slurm.partition, "-N", count, "--exclusive", "-J", name,
         "-D", "/tmp", *extra, "--wrap", f"sleep {secs}",
     )  # fmt: skip
     return out.strip().split(";")[0]
@@ -282,7 +288,8 @@ def test_fair_share_orders_the_queue(cluster: Cluster, bridge: BridgeProcess, ch
         max(90 - (time.monotonic() - charged), 10),
         every=2,
     )
-    blocker = _block(cluster, 4, name="acct-fs-block")
+    # every node free now (1-4: others' jobs may hold some) - the backlog then starts in waves
+    blocker = _block(cluster, 0, name="acct-fs-block")
     try:
         # other sessions' jobs share the cluster: the blocker may wait for them to end
         wait_for("blocker running", lambda: _squeue(cluster, blocker)[0] == "RUNNING", 240, every=1)
@@ -295,9 +302,9 @@ def test_fair_share_orders_the_queue(cluster: Cluster, bridge: BridgeProcess, ch
                 pods.append((name, account))
                 cluster.create(_pod(name, {OPT + "account": account, RUN: "4s", EXIT: "0"}, cpu="4"))
         ids = {n: _wait_job_id(cluster, n) for n, _ in pods}
-        sprio = cluster.slurm.cli(
-            "sprio", "-j", ",".join(ids.values()), "-o", "%.8i %.10a %.10Y %.10F %.8A %.8Q"
-        )
+        # sprio lists pending jobs only (`-j` with a started one fails): filter its whole list
+        listed = cluster.slurm.cli("sprio", "-o", "%.8i %.10a %.10Y %.10F %.8A %.8Q").splitlines()
+        sprio = "\n".join(r for r in listed if r.split()[0] in {"JOBID", *ids.values()}) + "\n"
         sshare = cluster.slurm.cli(
             "sshare", "-a", "-A", "physics,biology", "-o", "Account,User,RawShares,RawUsage,FairShare"
         )
@@ -314,13 +321,16 @@ def test_fair_share_orders_the_queue(cluster: Cluster, bridge: BridgeProcess, ch
         wait_for("every backlog pod started", all_started, 120, every=0.2)
     finally:
         cluster.slurm.cli("scancel", blocker, check=False)
-    order = sorted(pods, key=lambda p: starts[p[0]])
-    t0 = starts[order[0][0]]
+    # Slurm's own start times (seconds): no biology job may start before a physics one (a wave that
+    # starts the last physics jobs may start biology ones in the same second)
+    slurm_start = {n: _sacct_start(cluster, ids[n]) for n, _ in pods}
+    order = sorted(pods, key=lambda p: (slurm_start[p[0]], starts[p[0]]))
+    t0 = min(starts.values())
     print(f"\nSlurm {cluster.slurm.version} fair-share (FairShare {shares}):\n{sshare}{sprio}start order:")
     for n, account in order:
-        print(f"  +{starts[n] - t0:5.1f} s  {account:<8} {n} (job {ids[n]})")
-    last_physics = max(starts[n] for n, a in pods if a == "physics")
-    first_biology = min(starts[n] for n, a in pods if a == "biology")
+        print(f"  {slurm_start[n]}  +{starts[n] - t0:5.1f} s  {account:<8} {n} (job {ids[n]})")
+    last_physics = max(slurm_start[n] for n, a in pods if a == "physics")
+    first_biology = min(slurm_start[n] for n, a in pods if a == "biology")
     assert last_physics <= first_biology, order
 
 
@@ -376,12 +386,14 @@ def test_high_job_preempts_a_scavenger_pod_and_gang(cluster: Cluster, bridge: Br
     single = unique("acct-scav")
     group = unique("acct-scavg")
     members = [f"{group}-{i}" for i in range(2)]
-    cluster.create(_pod(single, {OPT + "qos": "scavenger", OPT + "account": "scavenge", RUN: "600s"}))
-    cluster.create(_pod_group(group, 2, {OPT + "qos": "scavenger", OPT + "account": "scavenge"}))
+    # a limit lets the lowest-priority pods backfill past other sessions' pending jobs
+    scavenge = {OPT + "qos": "scavenger", OPT + "account": "scavenge", OPT + "timelimit": "10"}
+    cluster.create(_pod(single, {**scavenge, RUN: "600s"}))
+    cluster.create(_pod_group(group, 2, scavenge))
     for m in members:
         cluster.create(_pod(m, {RUN: "600s"}, labels={POD_GROUP_LABEL: group}))
     names = [single, *members]
-    wait_for("scavenger pods Running", lambda: all(phase(_get(cluster, n)) == "Running" for n in names), 90)
+    wait_for("scavenger pods Running", lambda: all(phase(_get(cluster, n)) == "Running" for n in names), 240)
     ids = {n: _job_id(cluster, n) for n in names}
     assert ids[members[0]] == ids[members[1]]  # one job for the gang
     # the high job asks for exactly the scavengers' nodes, whole: it can only start by preempting them
