@@ -29,6 +29,12 @@ install() {
     die "apt-get install mariadb-server failed"
 }
 
+# The slurmdbd user's password: made once per testbed (slurm.sh writes slurmdbd.conf before mariadb is up).
+ensure_password() {
+  mkdir -p "$STATE_ROOT/mariadb"
+  [[ -f "$PASSFILE" ]] || { head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$PASSFILE"; chmod 0600 "$PASSFILE"; }
+}
+
 running() { [[ -f "$STATE_ROOT/mariadb/mariadbd.pid" ]] && kill -0 "$(cat "$STATE_ROOT/mariadb/mariadbd.pid")" 2>/dev/null; }
 
 sql() { mariadb --socket="$SOCK" -u root -N -B -e "$1"; }
@@ -43,7 +49,7 @@ up() {
     mariadb-install-db --user=mysql --datadir="$DATA" --auth-root-authentication-method=socket \
       --skip-test-db >"$STATE_ROOT/mariadb/install.log" 2>&1 || die "mariadb-install-db failed; see $STATE_ROOT/mariadb/install.log"
   fi
-  [[ -f "$PASSFILE" ]] || { head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$PASSFILE"; chmod 0600 "$PASSFILE"; }
+  ensure_password
   if ! running; then
     log "starting mariadbd on 127.0.0.1:$PORT"
     # slurmdbd's documented minimums: a bigger lock wait and log file than the defaults
@@ -84,7 +90,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   database) database "${2:-}" ;;
-  password) cat "$PASSFILE" ;;
+  password) ensure_password; cat "$PASSFILE" ;;
   down) down ;;
   *) die "usage: mariadb.sh up|database NAME|password|down" ;;
 esac
