@@ -40,6 +40,7 @@ from tests.testbed.bridge_harness import (
     wait_for,
 )
 from tests.testbed_env import REPO, TESTBED_DIR, KubeCluster, SlurmCluster
+from webhook.registration import webhook_configurations
 
 pytestmark = pytest.mark.testbed
 
@@ -200,6 +201,107 @@ def test_crds_have_one_source(tmp_path: Path) -> None:
         for name in shipped:
             member = tar.extractfile(f"slurm-bridge/crds/{name}")
             assert member is not None and member.read() == (CRDS / name).read_bytes()
+
+
+# ---- the admission webhook in the chart -------------------------------------------------------------------
+
+WEBHOOK_MODES = {
+    "self-one-replica": ["slurm.tokenSecret.name=t", "webhook.enabled=true", "replicas=1"],
+    "cert-manager-split": [
+        "mode=split",
+        "slurm.jwtKeySecret.name=k",
+        "webhook.enabled=true",
+        "webhook.certificates=cert-manager",
+    ],
+    "cert-manager-cluster-issuer": [
+        "slurm.jwtKeySecret.name=k",
+        "webhook.enabled=true",
+        "webhook.certificates=cert-manager",
+        "webhook.certManager.issuerRef.name=site-ca",
+        "webhook.certManager.issuerRef.kind=ClusterIssuer",
+    ],
+}
+
+
+@pytest.mark.parametrize("mode", list(WEBHOOK_MODES), ids=list(WEBHOOK_MODES))
+def test_the_webhook_registration_matches_the_bridges_own(mode: str, tmp_path: Path) -> None:
+    """The chart registers the webhook exactly as webhook/registration.py does (rules, selectors, paths,
+    the bridge's identities left out of validation), served by the pods that run the scheduler."""
+    sets = WEBHOOK_MODES[mode]
+    lint = ["lint", "--strict", str(CHART)]
+    for s in sets:
+        lint += ["--set", s]
+    assert "0 chart(s) failed" in helm(*lint).stdout
+    docs = render(*sets)
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    path = tmp_path / "bridge.yaml"
+    path.write_text(config_map["data"]["bridge.yaml"])
+    config = load_config(path, environ={})
+    assert config.webhook.enabled
+    svc = f"{RELEASE}-slurm-bridge-webhook"
+    assert f"{svc}.{RELEASE_NS}.svc" in config.webhook.dns_names
+    self_made = mode.startswith("self")
+    assert config.webhook.generate_certificates is self_made
+    assert (config.webhook.registration_name is not None) is self_made
+    expected = webhook_configurations(config, ca_bundle=b"", service=(RELEASE_NS, svc, 443), name="x")
+    for want in expected:
+        got = next(d for d in docs if d["kind"] == want["kind"])
+        assert len(got["webhooks"]) == len(want["webhooks"])
+        for g, w in zip(got["webhooks"], want["webhooks"], strict=True):
+            for key in ("rules", "namespaceSelector", "failurePolicy", "timeoutSeconds", "sideEffects"):
+                assert g[key] == w[key], (want["kind"], key)
+            assert g["clientConfig"]["service"]["path"] == w["clientConfig"]["service"]["path"]
+            assert g.get("matchConditions") == w.get("matchConditions")
+        injected = (got["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
+        assert (injected == f"{RELEASE_NS}/{svc}") is (not self_made)
+    serving = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and any(p["name"] == "webhook" for p in d["spec"]["template"]["spec"]["containers"][0]["ports"])
+    ]
+    assert [d["metadata"]["labels"]["app.kubernetes.io/component"] for d in serving] == [
+        "all-in-one" if "split" not in mode else "scheduler"
+    ]
+    kinds = [d["kind"] for d in docs]
+    assert ("Certificate" in kinds) is (not self_made)
+    assert ("Issuer" in kinds) is (mode == "cert-manager-split")
+
+
+def test_self_made_webhook_certificates_refuse_several_replicas() -> None:
+    done = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "slurm.tokenSecret.name=t",
+        "--set",
+        "webhook.enabled=true",
+        check=False,
+    )
+    assert done.returncode != 0 and "serves one replica" in done.stderr
+
+
+def test_the_webhook_objects_pass_the_api_servers_validation(admin: KubeCluster) -> None:
+    """A server-side dry run: every object the webhook adds is valid for kube-apiserver 1.37 (nothing is
+    registered: a webhook without a server behind it would block the managed namespaces)."""
+    docs = render(*WEBHOOK_MODES["self-one-replica"])
+    wanted = [
+        d
+        for d in docs
+        if d["kind"]
+        in (
+            "Service",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        )
+    ]
+    _ensure_namespace(admin, RELEASE_NS)
+    out = admin.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(wanted))
+    assert "mutatingwebhookconfiguration.admissionregistration.k8s.io" in out
+    assert "validatingwebhookconfiguration.admissionregistration.k8s.io" in out
 
 
 # ---- installed on the testbed ---------------------------------------------------------------------------
