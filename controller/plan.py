@@ -32,6 +32,7 @@ from bridge.objects import PodInfo
 from bridge.pending_reasons import pending_detail
 from bridge.translate import (
     JobOutcome,
+    TenantPolicyError,
     TranslationError,
     Verdict,
     job_spec_for,
@@ -265,10 +266,17 @@ def _plan_submission(pod: PodInfo, config: BridgeConfig) -> list[PodAction]:
     try:
         spec = placeholder_job_for(pod, config)
     except TranslationError as error:
-        return _set_pending(pod, Reason.INVALID_JOB_OPTIONS, error.message, warning=True)
+        return _set_pending(pod, _refusal_reason(error), error.message, warning=True)
     # Finalizer first: a pod deleted right after the submit still comes back to us for its job.
     prepare: list[PodAction] = [] if pod.has_finalizer else [AddFinalizerAndLabel(None)]
     return [*prepare, SubmitJob(spec)]
+
+
+def _refusal_reason(error: TranslationError) -> Reason:
+    """A request the tenant policy forbids says so; any other untranslatable pod has bad options."""
+    return (
+        Reason.TENANT_POLICY_VIOLATION if isinstance(error, TenantPolicyError) else Reason.INVALID_JOB_OPTIONS
+    )
 
 
 def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfig) -> list[PodAction]:
@@ -276,7 +284,7 @@ def _plan_pending(pod: PodInfo, job: Job, marker: JobMarker, config: BridgeConfi
         desired = job_spec_for(pod, config)
     except TranslationError as error:
         message = f"{error.message} (Slurm job {job.job_id} stays queued with the earlier options)"
-        return _set_pending(pod, Reason.INVALID_JOB_OPTIONS, message, warning=True)
+        return _set_pending(pod, _refusal_reason(error), message, warning=True)
     if spec_digest(desired) != marker.spec_digest:
         # Cancel and resubmit rather than update: most of a job's request (CPUs, memory, GRES) cannot
         # be changed through an update, and one path is easier to trust. The job loses its queue place.

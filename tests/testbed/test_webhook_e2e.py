@@ -308,7 +308,7 @@ def test_pod_without_scheduler_name_is_scheduled_by_slurm_and_policy_applies(
         message = wait_for("refusal condition", refusal, 60)
         assert "account 'biology' is not allowed" in message
         assert cluster.jobs_for_pod(refused) == []
-        assert "InvalidSlurmJobOptions" in cluster.event_reasons(refused, NS_PHYS)
+        assert "SlurmTenantPolicyViolation" in cluster.event_reasons(refused, NS_PHYS)
 
         # A pod of the tenant without an account runs as the tenant's Slurm user, charged to the
         # policy's default account, and its outcome lands in accounting under that user and account.
