@@ -166,6 +166,7 @@ NOT_PROCESSED_NUMBERS = frozenset({1001, 1800, 2027, 2131})
 # 24.11 answers GET partition/<unknown> with 9000 (HTTP 422).
 _EMPTY_RESULT_NUMBERS = frozenset({9000, 9003})  # REST_INVALID_QUERY, REST_EMPTY_RESULT
 ALREADY_DONE = 2021  # ESLURM_ALREADY_DONE
+JOB_FINISHED = 2084  # ESLURM_JOB_FINISHED: 22.05 answers a job update of a finished job with it
 JOB_HELD = 2042  # ESLURM_JOB_HELD: a harmless note on a submit with hold=true
 CAN_NOT_START_IMMEDIATELY = 2078
 # SLURM_ERROR: what v0.0.38 (22.05) reports for any failed slurmctld call, including a token
@@ -196,7 +197,7 @@ def _class_for_number(number: int, target: str | None, lookup: bool) -> type[Slu
         return UnsupportedOperation
     if number in _BUSY_NUMBERS:
         return ServerBusy
-    if number == ALREADY_DONE:
+    if number in (ALREADY_DONE, JOB_FINISHED):
         return JobAlreadyFinished
     if number == CAN_NOT_START_IMMEDIATELY:
         return ResourcesUnavailable

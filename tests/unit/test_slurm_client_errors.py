@@ -46,6 +46,7 @@ def entry(number: int | None, error: str = "boom") -> SlurmErrorEntry:
         pytest.param(500, (entry(6001),), None, AuthError, id="auth-expired-number"),
         pytest.param(422, (entry(2010),), TARGET_NODE, AuthError, id="not-an-operator"),
         pytest.param(200, (entry(2021),), TARGET_JOB, JobAlreadyFinished, id="already-done"),
+        pytest.param(500, (entry(2084),), TARGET_JOB, JobAlreadyFinished, id="job-finished-22.05"),
         pytest.param(200, (entry(2078),), None, ResourcesUnavailable, id="cannot-start-now"),
         pytest.param(500, (entry(1800),), None, ServerBusy, id="slurmctld-unreachable"),
         pytest.param(200, (entry(2036),), None, UnsupportedOperation, id="not-supported"),
