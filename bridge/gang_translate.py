@@ -152,7 +152,8 @@ def placeholder_gang_job_for(
         spec_digest=gang_spec_digest(spec),
     )
     script = BATCH_PLACEHOLDER_SCRIPT if config.slurm.placeholder_mode is PlaceholderMode.BATCH else None
-    return spec.model_copy(update={"comment": marker.encode(), "script": script})
+    output = "/dev/null" if script is not None else None  # the placeholder prints nothing
+    return spec.model_copy(update={"comment": marker.encode(), "script": script, "standard_output": output})
 
 
 # --- Pieces -------------------------------------------------------------------------------------------

@@ -238,8 +238,9 @@ def tenant_checked(pod: PodInfo, spec: JobSpec, config: BridgeConfig, labels: Ma
 
 
 def spec_digest(spec: JobSpec) -> str:
-    """12 hex digits identifying what a job asks for (marker, comment and script excluded)."""
-    fields = spec.model_dump(mode="json", exclude={"comment", "admin_comment", "script"})
+    """12 hex digits identifying what a job asks for (marker, comment, script and output excluded: the
+    digest of a job submitted before a field was added must not change)."""
+    fields = spec.model_dump(mode="json", exclude={"comment", "admin_comment", "script", "standard_output"})
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -262,7 +263,9 @@ def placeholder_job_for(
         spec_digest=spec_digest(spec),
     )
     script = BATCH_PLACEHOLDER_SCRIPT if config.slurm.placeholder_mode is PlaceholderMode.BATCH else None
-    return spec.model_copy(update={"comment": marker.encode(), "script": script})
+    # The placeholder prints nothing: its output goes nowhere (no slurm-<id>.out left on the node).
+    output = "/dev/null" if script is not None else None
+    return spec.model_copy(update={"comment": marker.encode(), "script": script, "standard_output": output})
 
 
 # --- Resources --------------------------------------------------------------------------------------

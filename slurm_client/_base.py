@@ -149,6 +149,12 @@ class BaseAdapter:
             return spec.script
         return None if self.supports_external_job else placeholder_script()
 
+    def batch_output(self, spec: JobSpec) -> str | None:
+        """Where the batch script's output goes: the spec's; /dev/null for the client's placeholder."""
+        if spec.script is not None:
+            return spec.standard_output
+        return None if self.supports_external_job else "/dev/null"
+
     def submit_request(self, path: str, body: dict[str, Any], *, hold: bool) -> WireRequest:
         return WireRequest(
             "POST",

@@ -66,6 +66,10 @@ class JobSpec(_Frozen):
     hold: bool = False
     environment: dict[str, str] = Field(default_factory=lambda: {"PATH": "/bin:/usr/bin"})
     working_directory: str = "/tmp"
+    # Where a batch script's stdout and stderr go; None: Slurm's default (slurm-<id>.out in the working
+    # directory). The client's own placeholder always writes to /dev/null: it prints nothing, and a
+    # stale slurm-<id>.out of another user would kill it at launch.
+    standard_output: str | None = None
     # A batch script; None asks for an allocation that launches nothing (EXTERNAL_JOB where the
     # server supports it). The client falls back to `placeholder_script` otherwise.
     script: str | None = None

@@ -179,7 +179,10 @@ class V0038Adapter(BaseAdapter):
         return job
 
     def submit_job(self, spec: JobSpec) -> WireRequest:
-        body = {"script": self.batch_script(spec), "job": self._properties(spec)}
+        job = self._properties(spec)
+        if (output := self.batch_output(spec)) is not None:
+            job["standard_output"] = job["standard_error"] = output
+        body = {"script": self.batch_script(spec), "job": job}
         return self.submit_request(f"{self.prefix}/job/submit", body, hold=spec.hold)
 
     def allocate(self, spec: JobSpec, immediate: bool) -> WireRequest:

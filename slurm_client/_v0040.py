@@ -204,6 +204,8 @@ class V0040Adapter(BaseAdapter):
             desc = self._job_desc(spec, script=None, flags=["EXTERNAL_JOB"])
         else:
             desc = self._job_desc(spec, script=self.batch_script(spec), flags=[])
+            if (output := self.batch_output(spec)) is not None:
+                desc["standard_output"] = desc["standard_error"] = output
         return self.submit_request(f"{self.prefix}/job/submit", {"job": desc}, hold=spec.hold)
 
     def allocate(self, spec: JobSpec, immediate: bool) -> WireRequest:

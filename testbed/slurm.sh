@@ -297,6 +297,9 @@ start_daemons() {
     # The cluster id the state remembers may predate this cluster's database (slurmctld then refuses
     # with CLUSTER ID MISMATCH): the database's id wins.
     rm -f "$HOST_STATE/ctld/clustername"
+    # Job ids start again at 1: an earlier run's slurm-<id>.out, maybe another user's, would make a
+    # job of that id die at launch ("could not open stdout file", signal 53).
+    rm -f "$ROOT"/tmp/slurm-[0-9]*.out
     in_root /usr/sbin/slurmctld -f "$CONF" -c -i || die "slurmctld failed to start; see $HOST_STATE/log/slurmctld.log"
   fi
   for n in "${NODES[@]}"; do

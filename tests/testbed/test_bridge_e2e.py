@@ -433,7 +433,9 @@ SLEEP = "#!/bin/sh\nsleep 60\n"
 
 def test_two_replicas_only_the_leader_acts(cluster: Cluster, bridge: BridgeProcess, tmp_path: Path) -> None:
     host, port = str(bridge.config["metrics_listen_address"]).rsplit(":", 1)
-    replica_config = {**bridge.config, "metrics_listen_address": f"{host}:{int(port) + 10}"}
+    # +100, not +10: 17481 + 10 is prometheus-adapter's port, and a bridge that cannot serve its
+    # metrics and probes stops at start
+    replica_config = {**bridge.config, "metrics_listen_address": f"{host}:{int(port) + 100}"}
     second = BridgeProcess(replica_config, tmp_path, name="replica")
     second.start()
     try:

@@ -261,7 +261,8 @@ def test_placeholder_carries_the_gang_marker_and_script() -> None:
         spec_digest=gang_spec_digest(BASE),
     )
     assert spec.script == BATCH_PLACEHOLDER_SCRIPT
-    assert spec.model_copy(update={"comment": None, "script": None}) == BASE
+    assert spec.standard_output == "/dev/null"  # the placeholder prints nothing
+    assert spec.model_copy(update={"comment": None, "script": None, "standard_output": None}) == BASE
 
 
 @pytest.mark.parametrize(

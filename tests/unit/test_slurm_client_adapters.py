@@ -673,3 +673,31 @@ def test_recorded_default_partition_flag() -> None:
     assert (
         not adapter_for("v0.0.42").parse_partitions(fixture("v0042_recorded_partitions.json"), "x")[0].default
     )
+
+
+@pytest.mark.parametrize(
+    ("version", "script", "output", "sent"),
+    [
+        pytest.param("v0.0.38", None, None, "/dev/null", id="v0038-client-placeholder"),
+        pytest.param("v0.0.38", "#!/bin/sh\ntrue\n", None, None, id="v0038-own-script-slurm-default"),
+        pytest.param(
+            "v0.0.38", "#!/bin/sh\ntrue\n", "/dev/null", "/dev/null", id="v0038-own-script-discarded"
+        ),
+        pytest.param("v0.0.41", None, None, "/dev/null", id="v0041-client-placeholder"),
+        pytest.param(
+            "v0.0.45", "#!/bin/sh\ntrue\n", "/dev/null", "/dev/null", id="v0045-own-script-discarded"
+        ),
+        pytest.param("v0.0.45", None, None, None, id="v0045-external-job-has-no-output"),
+    ],
+)
+def test_batch_output_goes_where_the_spec_says(
+    version: str, script: str | None, output: str | None, sent: str | None
+) -> None:
+    """A placeholder prints nothing: its output goes to /dev/null, so a stale slurm-<id>.out owned by
+    another user can never kill it at launch (seen on 22.05 after a test ran sbatch as root)."""
+    spec = JobSpec(name="p", script=script, standard_output=output)
+    body = adapter_for(version).submit_job(spec).body
+    assert body is not None
+    job = body["job"]
+    assert job.get("standard_output") == sent
+    assert job.get("standard_error") == sent

@@ -452,6 +452,7 @@ def test_placeholder_job_carries_marker_and_script(mode: PlaceholderMode, script
     assert (marker.namespace, marker.pod_name, marker.pod_uid) == ("slurm-bridge", "train-0", UID)
     assert marker.spec_digest == spec_digest(job_spec_for(p, cfg)) == spec_digest(job)
     assert job.script == script
+    assert job.standard_output == ("/dev/null" if script is not None else None)
     assert job.name == "pausepod"
 
 
