@@ -288,10 +288,11 @@ def test_fair_share_orders_the_queue(cluster: Cluster, bridge: BridgeProcess, ch
         max(90 - (time.monotonic() - charged), 10),
         every=2,
     )
-    # every node free now (1-4: others' jobs may hold some) - the backlog then starts in waves
-    blocker = _block(cluster, 0, name="acct-fs-block")
+    # The blocker must hold EVERY node: one holding only the nodes free at the time let an earlier
+    # test's job end under it and the first biology pod start on that node before the rest were queued.
+    blocker = _block(cluster, len(cluster.slurm.nodes), name="acct-fs-block")
     try:
-        # other sessions' jobs share the cluster: the blocker may wait for them to end
+        # earlier tests' jobs may still hold nodes: the blocker waits for them to end
         wait_for("blocker running", lambda: _squeue(cluster, blocker)[0] == "RUNNING", 240, every=1)
         pods = []
         # the same backlog for both accounts (as many pods each as there are nodes, each pod a whole
