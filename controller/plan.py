@@ -370,8 +370,9 @@ def ending(job: Job, outcome: JobOutcome, why: str, failed_exit_code: int | None
     return CancelJob(job.job_id, outcome, why, exit_code, job.comment)
 
 
-# Job endings Kubernetes users know as evictions: Slurm took the resources back.
-EVICTION_REASONS: frozenset[str] = frozenset({Reason.JOB_PREEMPTED})
+# Job endings Kubernetes users know as evictions: Slurm took the resources back, by preempting the job
+# (PreemptMode=CANCEL) or requeueing it (PreemptMode=REQUEUE, `scontrol requeue`, a node failure).
+EVICTION_REASONS: frozenset[str] = frozenset({Reason.JOB_PREEMPTED, Reason.JOB_REQUEUED})
 
 
 def _active(job: Job) -> bool:

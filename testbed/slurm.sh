@@ -232,8 +232,9 @@ start_dbd() {
 # Accounts, users and QOS of the testbed (idempotent: each is added only when missing).
 #   bridge    default account of the bridge's user (work that names no account)
 #   physics / biology  two tenants (fair-share 60 / 40), users alice and bob, and the bridge's user
-#   scavenge  preemptible work (QOS scavenger)
-# QOS: normal, high (preempts scavenger), scavenger, limited (one running job per user).
+#   scavenge  preemptible work (QOS scavenger, spot)
+# QOS: normal, high (preempts scavenger and spot), scavenger (preempted: cancelled, the cluster's
+# PreemptMode), spot (preempted: requeued, its own PreemptMode), limited (one running job per user).
 setup_associations() {
   local -a sam=(in_root sacctmgr -i -n)
   local have
@@ -241,9 +242,16 @@ setup_associations() {
   grep -qx "$CLUSTER" <<<"$have" || "${sam[@]}" add cluster "$CLUSTER" >/dev/null || die "sacctmgr add cluster failed"
   have="$("${sam[@]}" -P show qos format=name)"
   grep -qx scavenger <<<"$have" || "${sam[@]}" add qos scavenger Priority=0 >/dev/null
-  grep -qx high <<<"$have" || "${sam[@]}" add qos high Priority=1000 Preempt=scavenger >/dev/null
+  grep -qx spot <<<"$have" || "${sam[@]}" add qos spot Priority=0 PreemptMode=requeue >/dev/null
+  grep -qx high <<<"$have" || "${sam[@]}" add qos high Priority=1000 Preempt=scavenger,spot >/dev/null
   grep -qx limited <<<"$have" || "${sam[@]}" add qos limited Priority=0 MaxJobsPerUser=1 >/dev/null
-  local qos=normal,high,scavenger,limited a
+  # testbeds made before `spot` existed: high preempts it too, scavenge's associations may use it
+  "${sam[@]}" -P show qos high format=preempt | grep -q spot ||
+    "${sam[@]}" modify qos high set Preempt=scavenger,spot >/dev/null
+  if "${sam[@]}" -P show assoc account=scavenge cluster="$CLUSTER" format=qos | grep -qv spot; then
+    "${sam[@]}" modify account scavenge cluster="$CLUSTER" set QOS+=spot >/dev/null
+  fi
+  local qos=normal,high,scavenger,spot,limited a
   have="$("${sam[@]}" -P show account format=account)"
   for a in bridge:10 physics:60 biology:40 scavenge:1; do
     grep -qx "${a%%:*}" <<<"$have" ||

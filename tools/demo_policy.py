@@ -243,7 +243,7 @@ def main() -> int:
         config.write_text(yaml.safe_dump(bridge_config(demo)))
         log = (Path(tmp) / "bridge.log").open("wb")
         bridge = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "slurm_bridge.cli", "run", "--config", str(config)],
             cwd=REPO,
             stdout=log,
             stderr=log,

@@ -1,7 +1,8 @@
 """Slurm's policies govern bridged pods, end to end, on every Slurm version of the testbed.
 
 The testbed runs slurmdbd (MariaDB), priority/multifactor with fair-share, QOS normal/high/scavenger/
-limited, preempt/qos (high preempts scavenger, PreemptMode=CANCEL) and backfill (testbed/slurm.sh).
+spot/limited, preempt/qos (high preempts scavenger, cancelled: PreemptMode=CANCEL, and spot, requeued:
+the QOS's PreemptMode=REQUEUE) and backfill (testbed/slurm.sh).
 The bridge runs as a real process in a namespace of its own; every test reads Slurm's own view
 (sacct, sprio, sshare, squeue) beside the pods.
 """
@@ -9,6 +10,7 @@ The bridge runs as a real process in a namespace of its own; every test reads Sl
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -446,6 +448,75 @@ def test_high_job_preempts_a_scavenger_pod_and_gang(cluster: Cluster, bridge: Br
         cluster.kube.kubectl(
             "-n", NS, "delete", "podgroups.scheduling.x-k8s.io", group, "--wait=false", check=False
         )
+
+
+def _job_pods(cluster: Cluster, job: str) -> list[dict[str, Any]]:
+    out = cluster.kube.kubectl("-n", NS, "get", "pods", "-l", f"job-name={job}", "-o", "json")
+    return list(json.loads(out)["items"])
+
+
+def test_requeue_preemption_evicts_the_pod_and_its_job_brings_the_work_back(
+    cluster: Cluster, bridge: BridgeProcess
+) -> None:
+    """QOS `spot` has PreemptMode=REQUEUE: Slurm requeues the preempted placeholder (same job id, back
+    to PENDING). A bound pod cannot be moved, so the bridge evicts it (DisruptionTarget, Eviction API)
+    and cancels the requeued job; the pod's Kubernetes Job makes a new pod, which gets a new Slurm job
+    and runs when the `high` job is done - the work comes back, as the site configured."""
+    job = unique("acct-spot")
+    spot = {OPT + "qos": "spot", OPT + "account": "scavenge", OPT + "timelimit": "10", RUN: "15s", EXIT: "0"}
+    template = _pod("unused", spot)
+    template = {"metadata": {"annotations": spot}, "spec": template["spec"]}
+    template["spec"]["restartPolicy"] = "Never"
+    manifest = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job, "namespace": NS},
+        "spec": {"backoffLimit": 3, "completions": 1, "parallelism": 1, "template": template},
+    }
+    cluster.create(manifest)
+    high = ""
+    try:
+
+        def running_pod() -> dict[str, Any] | None:
+            pods = [p for p in _job_pods(cluster, job) if p.get("status", {}).get("phase") == "Running"]
+            return pods[0] if pods else None
+
+        first = wait_for("the Job's pod Running", running_pod, 240)
+        first_name, node = first["metadata"]["name"], first["spec"]["nodeName"]
+        first_job = _job_id(cluster, first_name)
+        high = _block(
+            cluster, 1, "-w", node, "-q", "high", "-A", "physics", "-t", "2", name="acct-high-rq", secs=5
+        )
+        disrupted: set[str] = set()
+
+        def evicted() -> bool:
+            pod = _get(cluster, first_name)
+            c = condition(pod, "DisruptionTarget")
+            if c is not None and c.get("status") == "True":
+                disrupted.add(str(c.get("reason")))
+            return pod is None
+
+        wait_for("the preempted pod evicted", evicted, 120, every=0.2)
+        assert "SlurmJobRequeued" in _events(cluster, first_name) or "SlurmJobRequeued" in bridge.log()
+        assert f"{NS}/{first_name}: evicted (SlurmJobRequeued)" in bridge.log()
+        assert disrupted <= {"SlurmJobRequeued", "EvictionByEvictionAPI"}, disrupted
+
+        def completed() -> bool:
+            out = cluster.kube.kubectl("-n", NS, "get", "job", job, "-o", "json")
+            return int(json.loads(out).get("status", {}).get("succeeded") or 0) == 1
+
+        wait_for("the Job complete with its new pod", completed, 180, every=1)
+        # Slurm's record: the first job was requeued once, then cancelled by the bridge (its pod is gone)
+        restarts = cluster.slurm.cli("sacct", "-n", "-P", "-X", "-D", "-j", first_job, "-o", "State")
+        states = [line.split()[0] for line in restarts.splitlines() if line.strip()]
+        high_row = _final_sacct(cluster, high)
+        print(f"\nSlurm {cluster.slurm.version} requeue: job {first_job} states {states}; high {high_row}")
+        assert "REQUEUED" in states or "PREEMPTED" in states, states
+        assert states[-1] == "CANCELLED", states
+    finally:
+        if high:
+            cluster.slurm.cli("scancel", high, check=False)
+        cluster.kube.kubectl("-n", NS, "delete", "job", job, "--wait=false", check=False)
 
 
 # --- external placeholders --------------------------------------------------------------------------

@@ -16,12 +16,13 @@ from kube_client import Conflict, KubeApiError, NotFound, TooManyRequests
     ("reason", "evict"),
     [
         pytest.param(Reason.JOB_PREEMPTED, True, id="preempted-evict"),
+        pytest.param(Reason.JOB_REQUEUED, True, id="requeued-evict"),
         pytest.param(Reason.JOB_COMPLETED, False, id="completed-delete"),
         pytest.param(Reason.JOB_TIMEOUT, False, id="timeout-delete"),
         pytest.param(Reason.JOB_CANCELLED, False, id="cancelled-delete"),
     ],
 )
-def test_the_plan_evicts_only_on_preemption(reason: Reason, evict: bool) -> None:
+def test_the_plan_evicts_only_when_slurm_took_the_allocation_back(reason: Reason, evict: bool) -> None:
     assert (reason in EVICTION_REASONS) is evict
 
 

@@ -210,7 +210,11 @@ def bind(job_id: int, *pairs: tuple[str, str]) -> list[GangAction]:
 
 
 def deleted(names: Sequence[str], reason: Reason | GangReason, message: str) -> list[GangAction]:
-    return [RecordGroupEvent(reason, message, warning=True), DeleteMembers(refs(*names), reason, message)]
+    evict = reason in (Reason.JOB_PREEMPTED, Reason.JOB_REQUEUED)  # Slurm took the allocation back
+    return [
+        RecordGroupEvent(reason, message, warning=True),
+        DeleteMembers(refs(*names), reason, message, evict),
+    ]
 
 
 WAITING_1_OF_2 = "waiting for members: 1 of 2 exist"
@@ -660,6 +664,13 @@ SCENARIOS = [
         observe([pod("w-0", label=41), pod("w-1", label=41)], []),
         [submit(2)],
         id="unbound-members-of-a-vanished-job-wait-for-the-next",
+    ),
+    pytest.param(
+        observe(RUNNING_BOUND, [job(42, JobState.PREEMPTED)]),
+        deleted(
+            ["w-0", "w-1"], Reason.JOB_PREEMPTED, "Slurm job 42 was preempted; deleting the gang's members"
+        ),
+        id="preempted-job-evicts-started-members",
     ),
     pytest.param(
         observe(RUNNING_BOUND, [job(42, JobState.PENDING, nodes=(), reason="BeginTime")]),

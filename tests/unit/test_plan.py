@@ -28,6 +28,7 @@ from controller.plan import (
     RemoveFinalizer,
     SetPendingReason,
     SubmitJob,
+    ending,
     plan_orphan_cleanup,
     plan_pod,
 )
@@ -112,7 +113,7 @@ def pending(reason: Reason, message: str, warning: bool = False) -> list[PodActi
 
 
 def deleted(reason: Reason, message: str) -> list[PodAction]:
-    evict = reason is Reason.JOB_PREEMPTED  # Slurm took the allocation back: an eviction
+    evict = reason in (Reason.JOB_PREEMPTED, Reason.JOB_REQUEUED)  # Slurm took the allocation back
     return [RecordEvent(reason, message, warning=True), DeletePod(reason, message, evict)]
 
 
@@ -586,3 +587,43 @@ def test_a_labelled_job_missing_from_the_index_is_judged_only_when_sure(
         assert actions == []
     else:
         assert actions == deleted(Reason.JOB_VANISHED, "Slurm job 42 left slurmctld before its end was seen")
+
+
+# --- ending(): what a placeholder is told when its pod or gang ends -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "batch", "outcome", "failed_code", "expected"),
+    [
+        pytest.param(JobState.RUNNING, True, JobOutcome.SUCCESS, None, (JobOutcome.SUCCESS, 0), id="ok-0"),
+        pytest.param(JobState.RUNNING, True, JobOutcome.FAILURE, 3, (JobOutcome.FAILURE, 3), id="failed-3"),
+        pytest.param(
+            JobState.RUNNING, True, JobOutcome.FAILURE, None, (JobOutcome.FAILURE, 1), id="unknown-1"
+        ),
+        pytest.param(
+            JobState.RUNNING, None, JobOutcome.FAILURE, 7, (JobOutcome.FAILURE, 7), id="kind-unknown"
+        ),
+        pytest.param(
+            JobState.RUNNING, False, JobOutcome.FAILURE, 3, (JobOutcome.FAILURE, None), id="external"
+        ),
+        pytest.param(
+            JobState.PENDING, True, JobOutcome.FAILURE, 3, (JobOutcome.CANCEL, None), id="not-started"
+        ),
+        pytest.param(JobState.RUNNING, True, JobOutcome.CANCEL, 3, (JobOutcome.CANCEL, None), id="cancel"),
+        pytest.param(
+            JobState.SUSPENDED, True, JobOutcome.SUCCESS, None, (JobOutcome.CANCEL, None), id="susp"
+        ),
+    ],
+)
+def test_ending_tells_a_running_batch_placeholder_the_pods_exit_code(
+    state: JobState,
+    batch: bool | None,
+    outcome: JobOutcome,
+    failed_code: int | None,
+    expected: tuple[JobOutcome, int | None],
+) -> None:
+    placeholder = job(42, state, nodes=("node1",)).model_copy(update={"batch": batch})
+    action = ending(placeholder, outcome, "why", failed_code)
+    assert (action.outcome, action.exit_code) == expected
+    # the comment travels with an exit code: the placeholder reads it back with squeue
+    assert (action.comment == placeholder.comment) is (expected[1] is not None)
