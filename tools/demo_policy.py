@@ -142,6 +142,10 @@ def fair_share(demo: Demo) -> None:
         "sbatch", "--parsable", "-p", PARTITION, "-N", "4", "--exclusive", "-J", "demo-blocker", "-D", "/tmp",
         "--wrap", "sleep 300",
     ).strip()  # fmt: skip
+    # The backlog is queued only once the blocker holds every node: queued earlier, a pod could start on
+    # a node another job frees before the blocker has them all, whatever its fair-share.
+    state = ["squeue", "-h", "-j", blocker, "-o", "%T"]
+    wait("the blocker holding every node", lambda: demo.slurm(*state).strip() == "RUNNING", 300)
     for i in range(4):
         demo.pod(
             f"biology-{i}",
