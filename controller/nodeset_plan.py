@@ -17,6 +17,7 @@ Rules (Slurm is the source of truth for what a node is doing):
 - Once a scaled-in pod is gone, its node is returned to FUTURE, so `sinfo` no longer lists it.
 - Never fail-open: when Slurm cannot be asked (`slurm is None`) nothing is created, drained or deleted.
 - A node someone else drained is never resumed and never picked for scale-in.
+- A member deleted by anyone but us is drained while jobs run on its node (its preStop waits for them).
 """
 
 from __future__ import annotations
@@ -329,6 +330,17 @@ def plan_nodeset(nodeset: NodeSetView, pods: Sequence[MemberPod], slurm: SlurmVi
         else:
             doing = "waiting for Slurm to report it drained"
         notes.append((Why.DRAINING, f"draining {pod.name}: {doing}"))
+
+    # A member deleted by someone else (`kubectl delete`, an eviction, the NodeSet's own deletion) runs
+    # its preStop drain (controller/nodesets.py drain_hook). The drain is repeated here with the
+    # operator identity, in case the image cannot, so no new job lands on a node whose slurmd is going.
+    for pod in sorted((p for p in pods if p.terminating), key=lambda p: p.ordinal):
+        node = nodes.get(pod.name)
+        if node is not None and busy(node) and not node.drained and node.state is not NodeState.DOWN:
+            actions.append(DrainNode(pod.name, mine))
+            notes.append(
+                (Why.DRAINING, f"{pod.name} is being deleted: draining its node so its jobs end first")
+            )
 
     # Nodes we drained whose pod is gone go back to FUTURE.
     for node_name, node in sorted(nodes.items()):

@@ -35,6 +35,7 @@ from controller.nodeset_plan import (
     SlurmView,
     Why,
     busy,
+    drain_reason,
     ordinal_of,
     plan_nodeset,
     selector_of,
@@ -54,6 +55,8 @@ from slurm_client import NodeUpdate, PartitionNotFound, SlurmError
 log = logging.getLogger(__name__)
 
 DEFAULT_SLURMD_IMAGE = "ghcr.io/slinkyproject/slurmd:25.11-ubuntu24.04"
+# How long a deleted slurmd pod's preStop may wait for the jobs on its node (template may set its own).
+DEFAULT_DRAIN_GRACE_SECONDS = 3600
 # Pods indexed by "namespace/nodeset" so a reconcile never scans every slurmd pod.
 NODESET_INDEX = "nodeset"
 WAITING_REQUEUE_SECONDS = 2.0
@@ -259,6 +262,31 @@ def _ready(pod: KubeObject) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def drain_hook(reason: str) -> list[str]:
+    """The slurmd container's preStop command: when jobs run on this pod's own Slurm node, drain it and
+    wait until none runs there (an idle node is left as it is: nothing to protect). The kubelet runs it
+    on ANY deletion (scale-in, `kubectl delete`, an eviction, the NodeSet's deletion) before it stops
+    slurmd, so running jobs end as Slurm ends them; the pod's terminationGracePeriodSeconds bounds the
+    wait."""
+    script = (
+        'node="${SLURMD_NODENAME:-$(hostname)}"; '
+        'busy() { [ -n "$(squeue -h -w "$node" -o %i 2>/dev/null)" ]; }; '
+        f'if busy; then scontrol update nodename="$node" state=drain reason="{reason}" || true; '
+        "while busy; do sleep 2; done; fi"
+    )
+    return ["/bin/sh", "-c", script]
+
+
+def _drain_before_stop(pod_spec: dict[str, Any], reason: str) -> None:
+    """Give the slurmd container (named `slurmd`, else the first) the drain hook unless the template has a
+    preStop of its own, and a grace period long enough for jobs to end unless the template sets one."""
+    containers: list[dict[str, Any]] = pod_spec["containers"]
+    slurmd = next((c for c in containers if c.get("name") == SLURMD_APP), containers[0])
+    lifecycle: dict[str, Any] = slurmd.setdefault("lifecycle", {})
+    lifecycle.setdefault("preStop", {"exec": {"command": drain_hook(reason)}})
+    pod_spec.setdefault("terminationGracePeriodSeconds", DEFAULT_DRAIN_GRACE_SECONDS)
+
+
 def pod_for(nodeset: KubeObject, ordinal: int) -> KubeObject:
     """The slurmd pod `<nodeset>-<ordinal>` from the set's template; its hostname is the Slurm node name."""
     meta = nodeset["metadata"]
@@ -271,6 +299,7 @@ def pod_for(nodeset: KubeObject, ordinal: int) -> KubeObject:
     if not pod_spec.get("containers"):
         image = (spec.get("slurmd") or {}).get("image") or DEFAULT_SLURMD_IMAGE
         pod_spec["containers"] = [{"name": "slurmd", "image": image}]
+    _drain_before_stop(pod_spec, drain_reason(meta["namespace"], meta["name"]))
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -4,7 +4,10 @@ kwok moves pods through their phases but runs nothing, and the testbed has no ku
 labelled app.kubernetes.io/name=slurmd this process plays both parts that matter to Slurm:
 - binds an unscheduled slurmd pod to the testbed's host node (NODESET_HOST), as kube-scheduler would;
 - runs `slurmd -N <pod hostname>` (testbed/slurm.sh slurmd-start) while the pod is bound and not being
-  deleted, and stops it when the pod is deleted or gone, so Slurm's capacity follows the NodeSet.
+  deleted, and stops it when the pod is deleted or gone, so Slurm's capacity follows the NodeSet;
+- before stopping it, runs the slurmd container's preStop exec hook as a kubelet would, bounded by the
+  pod's terminationGracePeriodSeconds (kwok removes a deleted pod's object at once, so the last copy
+  seen is used), with the cluster's Slurm commands on PATH and SLURMD_NODENAME set.
 The Slurm cluster is the testbed's default one, or the pod annotation testbed.slurm-bridge.io/slurm-version.
 Only NodeSet-style nodes (declared FUTURE, named like ns-N) are ever started or stopped.
 
@@ -20,6 +23,7 @@ import logging
 import os
 import re
 import subprocess
+from functools import partial
 from pathlib import Path
 
 from kube_client import PODS, Informer, KubeClient, KubeError, KubeObject
@@ -39,6 +43,49 @@ def slurm_sh(*args: str) -> str:
     if done.returncode != 0:
         log.warning("slurm.sh %s: %s", " ".join(args), done.stderr.strip())
     return done.stdout
+
+
+# A pod seen last, by Slurm node name: its preStop hook and grace period outlive its object.
+last_seen: dict[str, KubeObject] = {}
+stopping: dict[str, asyncio.Task[None]] = {}
+
+
+def bin_dir(version: str) -> Path:
+    return Path(os.environ.get("TESTBED_DIR") or HERE.parent / ".testbed") / "bin" / version
+
+
+def pre_stop(pod: KubeObject) -> tuple[list[str] | None, float]:
+    """The slurmd container's preStop exec command (None: none) and the pod's grace period."""
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or [{}]
+    slurmd = next((c for c in containers if c.get("name") == "slurmd"), containers[0])
+    command = (((slurmd.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command")
+    grace = spec.get("terminationGracePeriodSeconds")
+    return (list(command) if command else None), float(30 if grace is None else grace)
+
+
+async def stop_node(version: str, node: str) -> None:
+    """What a kubelet does to a deleted pod's container: preStop (bounded by the grace period), then stop."""
+    command, grace = pre_stop(last_seen.get(node) or {})
+    if command:
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir(version)}:{os.environ.get('PATH', '')}",
+            "SLURMD_NODENAME": node,
+        }
+        log.info("Slurm %s: %s: running its preStop hook (grace %.0f s)", version, node, grace)
+        hook = await asyncio.create_subprocess_exec(*command, env=env)
+        try:
+            await asyncio.wait_for(hook.wait(), timeout=grace)
+        except TimeoutError:
+            hook.kill()
+            log.info("Slurm %s: %s: preStop outlived the grace period", version, node)
+    log.info("Slurm %s: stopping slurmd %s (its pod is gone)", version, node)
+    await asyncio.to_thread(slurm_sh, "slurmd-stop", version, node)
+
+
+def forget_stopping(node: str, _task: asyncio.Task[None]) -> None:
+    stopping.pop(node, None)
 
 
 def wanted(pods: list[KubeObject], default_version: str) -> set[tuple[str, str]]:
@@ -66,16 +113,24 @@ async def sync(kube: KubeClient, pods: Informer, default_version: str, versions:
                 log.info("bound %s/%s to %s", meta["namespace"], meta["name"], NODESET_HOST)
             except KubeError as error:
                 log.warning("cannot bind %s/%s: %s", meta["namespace"], meta["name"], error)
+    for pod in current:
+        node = (pod.get("spec") or {}).get("hostname") or (pod.get("metadata") or {}).get("name") or ""
+        if MANAGED.fullmatch(node):
+            last_seen[node] = pod
     want = wanted(current, default_version)
     for version in versions:
         running = {n for n in slurm_sh("slurmd-list", version).split() if MANAGED.fullmatch(n)}
         mine = {node for v, node in want if v == version}
         for node in sorted(mine - running):
+            if node in stopping:
+                continue  # the old pod's container is still stopping
             log.info("Slurm %s: starting slurmd %s", version, node)
             await asyncio.to_thread(slurm_sh, "slurmd-start", version, node)
         for node in sorted(running - mine):
-            log.info("Slurm %s: stopping slurmd %s (its pod is gone)", version, node)
-            await asyncio.to_thread(slurm_sh, "slurmd-stop", version, node)
+            if node not in stopping:
+                task = asyncio.create_task(stop_node(version, node))
+                task.add_done_callback(partial(forget_stopping, node))
+                stopping[node] = task
 
 
 async def main_async(kubeconfig: Path, default_version: str, versions: list[str]) -> None:

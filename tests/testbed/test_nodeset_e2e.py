@@ -9,13 +9,14 @@ in). The Slurm nodes ns-[0-7] are declared State=FUTURE in partition `nodeset` o
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.testbed.bridge_harness import BridgeProcess, Cluster, bridge_config, wait_for
-from tests.testbed_env import KubeCluster, SlurmCluster
+from tests.testbed_env import REPO, KubeCluster, SlurmCluster
 
 pytestmark = pytest.mark.testbed
 
@@ -106,6 +107,8 @@ def _clear(cluster: NodeSetCluster) -> None:
     kube.kubectl("-n", NAMESPACE, "delete", "pods", "-l", "app.kubernetes.io/name=slurmd", "--wait=true")
     slurm.cli("scancel", "-p", "nodeset", check=False)
     wait_for("slurmd pods gone", lambda: not cluster.pods(), timeout=30)
+    # their containers stop after the preStop hook (the stand-in runs it once the object is gone)
+    wait_for("slurmd stopped", lambda: not _slurmd_running(cluster), timeout=60)
     for node in cluster.sinfo():
         slurm.cli("scontrol", "update", f"nodename={node}", "state=down", "reason=test-reset", check=False)
         slurm.cli("scontrol", "update", f"nodename={node}", "state=future", check=False)
@@ -234,3 +237,55 @@ def test_bad_nodesets_are_reported_and_touch_nothing(cluster: NodeSetCluster) ->
     )
     if cluster.slurm.version != "22.05":
         wait_for("scaled in to 0", lambda: not cluster.pods(), timeout=90)
+
+
+def test_deleting_the_nodeset_drains_each_node_and_lets_its_job_finish(cluster: NodeSetCluster) -> None:
+    """Deleting the NodeSet (or `kubectl delete` / evicting one of its pods) goes round the scale-in: the
+    slurmd container's preStop hook (controller/nodesets.py drain_hook) drains its own node and waits for
+    its jobs, bounded by the pod's grace period. The testbed's kubelet stand-in runs that hook with the
+    cluster's real scontrol/squeue before it stops slurmd."""
+    _clear(cluster)
+    manifest = nodeset_manifest(cluster.slurm.version, replicas=1)
+    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 90
+    cluster.kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    wait_for("ns-0 idle", lambda: cluster.sinfo().get("ns-0", ("",))[0] == "idle", timeout=60)
+    hook = cluster.pods()["ns-0"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert "state=drain" in hook[-1]
+    job = cluster.slurm.cli(
+        "sbatch", "--parsable", "-p", "nodeset", "-w", "ns-0", "--wrap", "sleep 20"
+    ).strip()
+    state = ["squeue", "-h", "-j", job, "-o", "%T"]
+    wait_for("job running on ns-0", lambda: cluster.slurm.cli(*state).strip() == "RUNNING", timeout=30)
+
+    cluster.kube.kubectl("-n", NAMESPACE, "delete", "nodeset", NAME, "--wait=false")
+    drained = wait_for(
+        "ns-0 drained by its pod's preStop",
+        lambda: "drain" in (s := cluster.sinfo().get("ns-0", ("", "")))[0] and s,
+        timeout=30,
+    )
+    assert drained[1].startswith("slurm-bridge scale-in of nodeset"), drained
+    assert cluster.slurm.cli(*state).strip() == "RUNNING"  # the job keeps its node
+    final = wait_for(
+        "the job's end in sacct",
+        lambda: (
+            (s := cluster.slurm.cli("sacct", "-X", "-n", "-P", "-j", job, "-o", "State").strip())
+            and s.split()[0] not in ("PENDING", "RUNNING")
+            and s
+        ),
+        timeout=60,
+    )
+    assert final.split()[0] == "COMPLETED", final
+    # slurmd goes only after the job: the node stops answering once its pod's container has stopped
+    wait_for("ns-0's slurmd stopped", lambda: "ns-0" not in _slurmd_running(cluster), timeout=30)
+    print(f"\nSlurm {cluster.slurm.version}: NodeSet deleted with job {job} on ns-0: {drained}; job {final}")
+    cluster.kube.kubectl("apply", "-f", "-", stdin=json.dumps(nodeset_manifest(cluster.slurm.version)))
+
+
+def _slurmd_running(cluster: NodeSetCluster) -> set[str]:
+    out = subprocess.run(
+        ["bash", str(REPO / "testbed" / "slurm.sh"), "slurmd-list", cluster.slurm.version],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {node for node in out.split() if node.startswith(f"{NAME}-")}

@@ -10,7 +10,14 @@ import pytest
 
 from bridge.wellknown import ANNOTATION_PARTITION, LABEL_APP_INSTANCE, LABEL_APP_NAME, SLURMD_APP
 from controller.nodeset_plan import drain_reason
-from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
+from controller.nodesets import (
+    DEFAULT_DRAIN_GRACE_SECONDS,
+    NODESET_INDEX,
+    NodeSetReconciler,
+    drain_hook,
+    nodeset_of_pod,
+    pod_for,
+)
 from kube_client import KubeObject
 from slurm_client import Job, JobState, Node, NodeState, Partition, SlurmApiError, SlurmTransportError
 from tests.fakes.kube import FakeCache, FakeEvents, FakeKube
@@ -243,3 +250,52 @@ async def test_an_unchanged_status_is_not_written_again() -> None:
     kube.calls.clear()
     await reconciler.reconcile(KEY)
     assert kube.calls == []
+
+
+# --- the slurmd pod drains its own node before it stops ----------------------------------------------
+
+OWN_HOOK = {"exec": {"command": ["/bin/true"]}}
+
+
+@pytest.mark.parametrize(
+    ("template_spec", "hooked", "grace"),
+    [
+        pytest.param({}, "slurmd", DEFAULT_DRAIN_GRACE_SECONDS, id="default-container"),
+        pytest.param(
+            {"containers": [{"name": "log"}, {"name": "slurmd"}], "terminationGracePeriodSeconds": 60},
+            "slurmd",
+            60,
+            id="slurmd-by-name-and-the-templates-grace",
+        ),
+        pytest.param({"containers": [{"name": "main"}]}, "main", DEFAULT_DRAIN_GRACE_SECONDS, id="first"),
+    ],
+)
+def test_slurmd_pod_drains_its_node_before_it_stops(
+    template_spec: dict[str, Any], hooked: str, grace: int
+) -> None:
+    obj = nodeset(1)
+    obj["spec"]["template"] = {"spec": template_spec}
+    spec = pod_for(obj, 2)["spec"]
+    assert spec["terminationGracePeriodSeconds"] == grace
+    (container,) = [c for c in spec["containers"] if c.get("name", "slurmd") == hooked]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == drain_hook(drain_reason("ops", "ns"))
+    others = [c for c in spec["containers"] if c is not container]
+    assert all("lifecycle" not in c for c in others)
+
+
+def test_a_templates_own_prestop_is_kept() -> None:
+    obj = nodeset(1)
+    obj["spec"]["template"] = {
+        "spec": {"containers": [{"name": "slurmd", "lifecycle": {"preStop": OWN_HOOK}}]}
+    }
+    assert pod_for(obj, 0)["spec"]["containers"][0]["lifecycle"]["preStop"] == OWN_HOOK
+    assert "lifecycle" not in (nodeset(1)["spec"].get("template") or {})  # the template is not changed
+
+
+def test_drain_hook_drains_then_waits_for_the_nodes_jobs() -> None:
+    shell, flag, script = drain_hook("slurm-bridge scale-in of nodeset ops/ns")
+    assert (shell, flag) == ("/bin/sh", "-c")
+    asks = script.index('squeue -h -w "$node"')
+    drain = script.index('state=drain reason="slurm-bridge scale-in of nodeset ops/ns"')
+    assert asks < drain < script.index("while busy")
