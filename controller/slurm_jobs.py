@@ -84,6 +84,7 @@ class SlurmJobCache:
         self._markers: dict[int, JobMarker] = {}
         self._by_pod: dict[str, set[int]] = defaultdict(set)
         self._by_gang: dict[str, set[int]] = defaultdict(set)  # gang key "ns/kind/name" -> job ids
+        self._by_node: dict[str, set[int]] = defaultdict(set)  # Slurm node -> our unfinished jobs on it
         self._provisional: dict[int, _Provisional] = {}
         self._next_update: datetime | None = None
         self._last_poll_started = float("-inf")  # monotonic start of the last successful poll
@@ -131,6 +132,18 @@ class SlurmJobCache:
 
     def gang_keys(self) -> set[str]:
         return {key for key, ids in self._by_gang.items() if ids}
+
+    def keys_on_node(self, slurm_node: str) -> tuple[set[str], set[str]]:
+        """(pod keys, gang keys) of this cluster's unfinished jobs allocated `slurm_node`."""
+        pods: set[str] = set()
+        gangs: set[str] = set()
+        for job_id in self._by_node.get(slurm_node, ()):
+            job = self._jobs[job_id]
+            if (key := self._pod_key_of(job)) is not None:
+                pods.add(key)
+            elif (gang := self._gang_key_of(job)) is not None:
+                gangs.add(gang)
+        return pods, gangs
 
     def owned_gang_jobs(self) -> list[Job]:
         """Jobs with this cluster's gang marker, submitted by the bridge's Slurm user."""
@@ -297,6 +310,7 @@ class SlurmJobCache:
         self._markers = {}
         self._by_pod = defaultdict(set)
         self._by_gang = defaultdict(set)
+        self._by_node = defaultdict(set)
         for job in fresh.values():
             marker = self._marker_of(job)
             if marker is not None:
@@ -304,6 +318,11 @@ class SlurmJobCache:
                 self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
             elif (gang := self._gang_key_of(job)) is not None:
                 self._by_gang[gang].add(job.job_id)
+            else:
+                continue
+            if not job.state.is_finished:
+                for node in job.nodes:
+                    self._by_node[node].add(job.job_id)
         self._expire_provisional(poll_started, seen=set(fresh))
         self._metrics.jobs.set(len(fresh))
         self._metrics.bridge_jobs.set(len(self._markers) + sum(len(ids) for ids in self._by_gang.values()))

@@ -156,6 +156,7 @@ class Workloads:
             pod_groups=pod_groups,
             workload_groups=workload_groups,
             jobs=self.jobs,
+            node_name_label=config.node_name_label,
         )
 
     @property

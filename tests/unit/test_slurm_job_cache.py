@@ -139,3 +139,34 @@ async def test_gang_jobs_are_indexed_by_gang_key_apart_from_pods() -> None:
     cache.record_submitted(3, JobSpec(name="pg", comment=GANG_MARKER))
     assert [j.job_id for j in cache.jobs_for_gang("ns/podgroup.scheduling.x-k8s.io/pg")] == [2, 3]
     assert cache.gang_keys() == {"ns/podgroup.scheduling.x-k8s.io/pg"}
+
+
+GANG_KEY = "ns/podgroup.scheduling.x-k8s.io/pg"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "node", "expected"),
+    [
+        ([job(1, JobState.RUNNING).model_copy(update={"nodes": ("n1",)})], "n1", ({"ns/p"}, set())),
+        ([job(1, JobState.RUNNING).model_copy(update={"nodes": ("n1",)})], "n2", (set(), set())),
+        ([job(1, JobState.COMPLETED).model_copy(update={"nodes": ("n1",)})], "n1", (set(), set())),
+        (
+            [job(2, JobState.RUNNING, GANG_MARKER).model_copy(update={"nodes": ("n1", "n2")})],
+            "n2",
+            (set(), {GANG_KEY}),
+        ),
+        (
+            [job(3, JobState.RUNNING, "someone else's").model_copy(update={"nodes": ("n1",)})],
+            "n1",
+            (set(), set()),
+        ),
+        ([job(1, JobState.PENDING)], "n1", (set(), set())),
+    ],
+    ids=["pod-on-node", "other-node", "finished", "gang-member-node", "foreign-job", "pending-no-nodes"],
+)
+def test_keys_on_node_names_only_our_unfinished_jobs_there(
+    jobs: list[Job], node: str, expected: tuple[set[str], set[str]]
+) -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
+    cache._replace(jobs, poll_started=0.0)
+    assert cache.keys_on_node(node) == expected
