@@ -81,6 +81,7 @@ class SlurmJobCache:
         self._last_full = float("-inf")  # monotonic start of the last update_time-less list
         self._held_back: VanishCheck | None = None  # a suspicious list waiting for a second read
         self._jobs: dict[int, Job] = {}
+        self._listed: tuple[Job, ...] | None = None  # the jobs of the last applied poll, as listed
         self._markers: dict[int, JobMarker] = {}
         self._by_pod: dict[str, set[int]] = defaultdict(set)
         self._by_gang: dict[str, set[int]] = defaultdict(set)  # gang key "ns/kind/name" -> job ids
@@ -111,6 +112,11 @@ class SlurmJobCache:
         ids = set(self._by_pod.get(pod_key, ()))
         ids |= {i for i, p in self._provisional.items() if self._pod_key_of(p.job) == pod_key}
         return [self._provisional[i].job if i in self._provisional else self._jobs[i] for i in sorted(ids)]
+
+    def shared_jobs(self) -> tuple[Job, ...] | None:
+        """Every job (all users) of the last applied poll, for other readers in the process (the
+        exporter, the NodeSet controller): one list of Slurm's jobs per process. None before the first."""
+        return self._listed
 
     def all_jobs(self) -> list[Job]:
         merged = dict(self._jobs)
@@ -307,6 +313,7 @@ class SlurmJobCache:
                 if job is not None and (gang := self._gang_key_of(job)) is not None:
                     changed_gangs.add(gang)
         self._jobs = fresh
+        self._listed = tuple(fresh.values())
         self._markers = {}
         self._by_pod = defaultdict(set)
         self._by_gang = defaultdict(set)

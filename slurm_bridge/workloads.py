@@ -19,7 +19,7 @@ from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
 from controller.pods import PodMetrics, PodReconciler
-from controller.ports import GangSlurm, ObjectReader
+from controller.ports import GangSlurm, ObjectReader, SlurmSeen
 from controller.runtime import Backoff, Controller, ControllerMetrics, WorkQueue
 from controller.slurm_jobs import SlurmJobCache
 from controller.tenant_slurm import TenantJobSubmitter, tenant_slurm_users, user_clients_for
@@ -44,6 +44,7 @@ from kube_client import (
 from slurm_bridge.exits import LeaseLost
 from slurm_bridge.health import Health
 from slurm_bridge.routing import EventRouter, gang_key_for_group
+from slurm_bridge.shared_view import SharedSlurmView
 from slurm_client import SlurmClient
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,7 @@ async def build_workloads(
     operator: SlurmClient,
     registry: CollectorRegistry,
     identity: str,
+    shared: SharedSlurmView | None = None,
 ) -> Workloads:
     resync = config.resync_interval_seconds
     # A group API the cluster does not serve (CRD not installed, Kubernetes < 1.37) has no informer:
@@ -221,8 +223,8 @@ async def build_workloads(
     pod_groups = await group_informer(kube, COSCHEDULING_POD_GROUPS, resync, "podgroups")
     workload_groups = await group_informer(kube, WORKLOAD_POD_GROUPS, resync, "workload-podgroups")
     metrics = ControllerMetrics(registry)  # one per registry, shared by every controller
-    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics)
-    return Workloads(
+    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics, shared)
+    workloads = Workloads(
         config,
         components,
         kube=kube,
@@ -234,6 +236,9 @@ async def build_workloads(
         metrics=metrics,
         identity=identity,
     )
+    if shared is not None:
+        shared.attach_jobs(workloads.jobs)
+    return workloads
 
 
 async def build_nodesets(
@@ -243,6 +248,7 @@ async def build_nodesets(
     slurm: SlurmClient,
     identity: str,
     metrics: ControllerMetrics,
+    seen: SlurmSeen | None = None,
 ) -> NodeSets | None:
     """The NodeSet controller, when on, part of the controller component, and the CRD is served."""
     if "controller" not in components or not config.nodeset.enabled:
@@ -274,6 +280,9 @@ async def build_nodesets(
         pods=pods,
         events=EventRecorder(kube, "slurm-bridge-nodeset-controller", reporting_instance=identity),
         resync_seconds=config.nodeset.resync_seconds,
+        seen=seen,
+        # A shared view older than a few polls means its reader is stuck: then Slurm is asked directly.
+        seen_max_age=max(10.0, 3 * config.poll_interval_seconds),
     )
     controller = Controller(
         "nodesets", reconciler, workers=2, metrics=metrics, backoff=Backoff(cap=MAX_RETRY_SECONDS)
@@ -324,6 +333,8 @@ async def start_workloads(
     registry: CollectorRegistry,
     identity: str,
     health: Health,
+    *,
+    shared: SharedSlurmView | None = None,
 ) -> asyncio.Task[None]:
     """Build and start the scheduler/controller; returns the task doing the leader's work."""
     kube = await KubeClient.connect(config.kubernetes.kubeconfig)
@@ -333,7 +344,14 @@ async def start_workloads(
     log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
     refuse_unsupported(config, capabilities)  # StartupRefused: slurm_bridge/app.py says why, exit 2
     workloads = await build_workloads(
-        config, components, kube=kube, slurm=slurm, operator=operator, registry=registry, identity=identity
+        config,
+        components,
+        kube=kube,
+        slurm=slurm,
+        operator=operator,
+        registry=registry,
+        identity=identity,
+        shared=shared,
     )
     if workloads.tenant_users is not None:
         stack.push_async_callback(workloads.tenant_users.aclose)
