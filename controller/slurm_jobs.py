@@ -250,13 +250,16 @@ class SlurmJobCache:
                 self._applied_as_of = started
                 self._metrics.polls.labels("not_modified").inc()
             else:
-                self._metrics.polls.labels("changed").inc()
                 if not self._believe(answer.jobs):
+                    self._metrics.polls.labels("changed").inc()
                     # Keep the index and the cursor; read the full list again, soon.
                     await asyncio.sleep(min(FAST_POLL_INTERVAL, self._poll_interval))
                     continue
                 self._next_update = answer.next_update_time
-                self._replace(answer.jobs, poll_started=started)
+                changed = self._replace(answer.jobs, poll_started=started)
+                # "repeated": a full list with no job changed (Slurm re-sends a change made in the second
+                # the cursor names; a bump of its update time that no job shows looks the same).
+                self._metrics.polls.labels("changed" if changed or full else "repeated").inc()
                 self._applied_as_of = started
             if not self._synced.is_set():
                 self._synced.set()
@@ -299,37 +302,31 @@ class SlurmJobCache:
     def count_orphan_cancel_failure(self) -> None:
         self._metrics.orphan_cancel_failures.inc()
 
-    def _replace(self, jobs: Iterable[Job], *, poll_started: float) -> None:
+    def _replace(self, jobs: Iterable[Job], *, poll_started: float) -> int:
+        """Apply a full list; returns how many jobs differ from the index. Only those are decoded and
+        re-indexed: a list that repeats the last one (Slurm's 1 s `update_time` resolution sends every
+        change at least twice) costs a comparison per job, nothing more."""
         fresh = {job.job_id: job for job in jobs}
         changed_keys: set[str] = set()
         changed_gangs: set[str] = set()
+        changed = 0
         for job_id in self._jobs.keys() | fresh.keys():
             before, after = self._jobs.get(job_id), fresh.get(job_id)
             if before == after:
                 continue
+            changed += 1
             for job in (before, after):
                 if job is not None and (key := self._pod_key_of(job)) is not None:
                     changed_keys.add(key)
                 if job is not None and (gang := self._gang_key_of(job)) is not None:
                     changed_gangs.add(gang)
-        self._jobs = fresh
-        self._listed = tuple(fresh.values())
-        self._markers = {}
-        self._by_pod = defaultdict(set)
-        self._by_gang = defaultdict(set)
-        self._by_node = defaultdict(set)
-        for job in fresh.values():
-            marker = self._marker_of(job)
-            if marker is not None:
-                self._markers[job.job_id] = marker
-                self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
-            elif (gang := self._gang_key_of(job)) is not None:
-                self._by_gang[gang].add(job.job_id)
-            else:
-                continue
-            if not job.state.is_finished:
-                for node in job.nodes:
-                    self._by_node[node].add(job.job_id)
+            if before is not None:
+                self._unindex(before)
+            if after is not None:
+                self._index(after)
+        if changed or self._listed is None:
+            self._jobs = fresh
+            self._listed = tuple(fresh.values())
         self._expire_provisional(poll_started, seen=set(fresh))
         self._metrics.jobs.set(len(fresh))
         self._metrics.bridge_jobs.set(len(self._markers) + sum(len(ids) for ids in self._by_gang.values()))
@@ -338,6 +335,29 @@ class SlurmJobCache:
         if self._on_gang_change is not None:
             for gang in sorted(changed_gangs):
                 self._on_gang_change(gang)
+        return changed
+
+    def _index(self, job: Job) -> None:
+        marker = self._marker_of(job)
+        if marker is not None:
+            self._markers[job.job_id] = marker
+            self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
+        elif (gang := self._gang_key_of(job)) is not None:
+            self._by_gang[gang].add(job.job_id)
+        else:
+            return
+        if not job.state.is_finished:
+            for node in job.nodes:
+                self._by_node[node].add(job.job_id)
+
+    def _unindex(self, job: Job) -> None:
+        marker = self._markers.pop(job.job_id, None)
+        if marker is not None:
+            _discard(self._by_pod, f"{marker.namespace}/{marker.pod_name}", job.job_id)
+        elif (gang := self._gang_key_of(job)) is not None:
+            _discard(self._by_gang, gang, job.job_id)
+        for node in job.nodes:
+            _discard(self._by_node, node, job.job_id)
 
     def _expire_provisional(self, poll_started: float, *, seen: set[int]) -> None:
         # A poll that began after the submit either lists the job (now known for real) or proves it is
@@ -364,11 +384,20 @@ class SlurmJobCache:
         return str(marker.gang_key) if marker is not None else None
 
 
+def _discard(index: dict[str, set[int]], key: str, job_id: int) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(job_id)
+        if not ids:
+            del index[key]
+
+
 class _CacheMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.polls = Counter(
             "slurm_bridge_job_polls_total",
-            "Polls of slurmrestd's job list, by answer (not_modified: HTTP 304 / nothing changed).",
+            "Polls of slurmrestd's job list, by answer (not_modified: HTTP 304 / nothing changed; changed: "
+            "a full list with some job changed, or a relist; repeated: a full list with no job changed).",
             ["answer"],
             registry=registry,
         )

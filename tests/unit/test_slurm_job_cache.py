@@ -170,3 +170,70 @@ def test_keys_on_node_names_only_our_unfinished_jobs_there(
     cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
     cache._replace(jobs, poll_started=0.0)
     assert cache.keys_on_node(node) == expected
+
+
+def _index_of(cache: SlurmJobCache) -> tuple[object, ...]:
+    return (
+        {k: set(v) for k, v in cache._by_pod.items() if v},
+        {k: set(v) for k, v in cache._by_gang.items() if v},
+        {k: set(v) for k, v in cache._by_node.items() if v},
+        dict(cache._markers),
+        sorted(j.job_id for j in cache.shared_jobs() or ()),
+    )
+
+
+OTHER = f"slurm-bridge/v1 cluster=c1 pod=ns/q spec=0123456789ab uid={UID}"
+
+
+def placed(job_id: int, state: JobState, comment: str | None, *nodes: str) -> Job:
+    return job(job_id, state, comment).model_copy(update={"nodes": nodes})
+
+
+@pytest.mark.parametrize(
+    ("lists", "changed"),
+    [
+        ([[job(1)], [job(1)]], [1, 0]),
+        ([[job(1)], [placed(1, JobState.RUNNING, MARKER, "n1")]], [1, 1]),
+        (
+            [[placed(1, JobState.RUNNING, MARKER, "n1")], [placed(1, JobState.COMPLETED, MARKER, "n1")]],
+            [1, 1],
+        ),
+        ([[job(1), placed(2, JobState.RUNNING, GANG_MARKER, "n1", "n2")], [job(1)]], [2, 1]),
+        ([[job(1)], [job(1, comment=OTHER)]], [1, 1]),
+        ([[job(1), job(3, comment=None)], [job(3, comment=None), job(4, comment=OTHER)]], [2, 2]),
+    ],
+    ids=["repeat", "started", "finished", "gang-gone", "marker-changed", "foreign-and-new"],
+)
+def test_incremental_index_matches_a_rebuild_and_counts_changes(
+    lists: list[list[Job]], changed: list[int]
+) -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
+    counted = []
+    for jobs in lists:
+        counted.append(cache._replace(jobs, poll_started=0.0))
+        rebuilt = SlurmJobCache(
+            FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None
+        )
+        rebuilt._replace(jobs, poll_started=0.0)
+        assert _index_of(cache) == _index_of(rebuilt)
+    assert counted == changed
+
+
+async def test_a_full_list_that_repeats_the_index_is_counted_as_repeated_and_wakes_nothing() -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    seen: list[str] = []
+    same = JobList(jobs=(job(1),), next_update_time=NOW)
+    slurm = FakeSlurm([same, same, JobList(not_modified=True, next_update_time=NOW)])
+    cache = SlurmJobCache(
+        slurm, "c1", owner="slurm", poll_interval=0.001, on_change=seen.append, registry=registry
+    )
+    await run_polls(cache, slurm, 3)
+    assert seen == ["ns/p"]  # the first list only
+
+    def polls(answer: str) -> float | None:
+        return registry.get_sample_value("slurm_bridge_job_polls_total", {"answer": answer})
+
+    assert (polls("changed"), polls("repeated")) == (1.0, 1.0)
+    assert (polls("not_modified") or 0) >= 1
