@@ -116,6 +116,8 @@ class Workloads:
             registry=registry,
             full_relist_seconds=config.job_full_relist_seconds,
             vanish_share=config.job_vanish_confirm_share,
+            # REST v0.0.42+: a job just submitted is watched through jobs/state, not fast full lists.
+            states=slurm if _reads_job_states(slurm) else None,
         )
         events = EventRecorder(kube, "slurm-bridge-scheduler", reporting_instance=identity)
         self.pod_reconciler = PodReconciler(
@@ -317,6 +319,13 @@ async def group_informer(kube: KubeClient, ref: ResourceRef, resync: float, name
         )
         return None
     return Informer(kube, ref, resync_period=resync, name=name)
+
+
+def _reads_job_states(slurm: SlurmClient) -> bool:
+    try:
+        return slurm.capabilities.supports_job_states
+    except RuntimeError:  # not discovered (a client that never spoke to Slurm): full lists only
+        return False
 
 
 def _gangs(groups: Informer | None, kind: GangKind) -> set[str]:

@@ -237,3 +237,83 @@ async def test_a_full_list_that_repeats_the_index_is_counted_as_repeated_and_wak
 
     assert (polls("changed"), polls("repeated")) == (1.0, 1.0)
     assert (polls("not_modified") or 0) >= 1
+
+
+class FakeStates:
+    """jobs/state and job/{id}: `states` answers, `jobs` are what a read of one job returns."""
+
+    def __init__(self, states: dict[int, JobState] | Exception, jobs: dict[int, Job]) -> None:
+        self.states = states
+        self.jobs = jobs
+        self.asked: list[list[int]] = []
+        self.read: list[int] = []
+
+    async def job_states(self, job_ids: Any) -> dict[int, JobState]:
+        self.asked.append(list(job_ids))
+        if isinstance(self.states, Exception):
+            raise self.states
+        return {i: s for i, s in self.states.items() if i in job_ids}
+
+    async def get_job(self, job_id: int) -> Job:
+        self.read.append(job_id)
+        return self.jobs[job_id]
+
+
+RUNNING_ON_N1 = placed(5, JobState.RUNNING, MARKER, "n1")
+
+
+@pytest.mark.parametrize(
+    ("states", "read", "bound_state", "watching", "polled_again"),
+    [
+        ({5: JobState.RUNNING}, [5], JobState.RUNNING, False, False),
+        ({5: JobState.PENDING}, [], JobState.PENDING, True, False),
+        ({}, [], JobState.PENDING, True, False),
+        (SlurmTransportError("reset", sent=True), [], JobState.PENDING, False, True),
+    ],
+    ids=["started-read-alone", "still-pending", "not-yet-listed", "jobs-state-fails-full-polls-take-over"],
+)
+async def test_a_just_submitted_job_is_watched_through_jobs_state_not_full_lists(
+    states: dict[int, JobState] | Exception,
+    read: list[int],
+    bound_state: JobState,
+    watching: bool,
+    polled_again: bool,
+) -> None:
+    woken: list[str] = []
+    slurm = FakeSlurm([JobList(jobs=(), next_update_time=NOW)])
+    reader = FakeStates(states, {5: RUNNING_ON_N1})
+    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=30, on_change=woken.append, states=reader)
+    task = asyncio.create_task(cache.run())
+    await cache.wait_synced()
+    cache.record_submitted(5, JobSpec(name="p", comment=MARKER))
+    async with asyncio.timeout(2):
+        while not reader.asked:  # noqa: ASYNC110 (polling a fake, briefly)
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reader.read == read
+    assert [j.state for j in cache.jobs_for("ns/p")] == [bound_state]
+    assert bool(cache._watch) is watching
+    assert (len(slurm.calls) > 1) is polled_again  # the first full poll, then none while watching
+    if read:
+        assert woken == ["ns/p"]
+        assert cache.keys_on_node("n1") == ({"ns/p"}, set())
+
+
+def test_a_burst_beyond_the_watch_limit_is_read_as_full_lists() -> None:
+    from controller.slurm_jobs import MAX_WATCHED
+
+    cache = SlurmJobCache(
+        FakeSlurm([]),
+        "c1",
+        owner="slurm",
+        poll_interval=10,
+        on_change=lambda _k: None,
+        states=FakeStates({}, {}),
+    )
+    for i in range(MAX_WATCHED + 5):
+        cache.record_submitted(100 + i, JobSpec(name="p", comment=MARKER))
+    assert len(cache._watch) == MAX_WATCHED
+    assert cache._poll_wanted  # the rest: a full-list poll now, then fast ones
