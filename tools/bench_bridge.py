@@ -484,6 +484,14 @@ def main() -> None:
                 60,
                 0.2,
             )
+            # Warm-up, not measured: the bridge leads (a Lease left by an earlier run may still be held).
+            kube.post(f"/api/v1/namespaces/{NS}/pods", json=pod_body("warm-up")).raise_for_status()
+            wait(
+                "the warm-up pod bound",
+                lambda: bool(pod(kube, "warm-up").get("spec", {}).get("nodeName")),
+                90,
+            )
+            delete_pods(kube)
             print("latency (interleaved):")
             raw, bridged, start_to_bound = interleaved_latency(kube, slurm, args.rounds)
             delete_pods(kube)
