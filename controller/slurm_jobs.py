@@ -341,7 +341,14 @@ class SlurmJobCache:
                     continue
                 if state is None or state is JobState.PENDING:
                     continue
-                self._upsert(await self._states.get_job(job_id))
+                job = await self._states.get_job(job_id)
+                log.debug(
+                    "watched job %d is %s, read alone (submitted %.2fs ago)",
+                    job_id,
+                    job.state.value,
+                    time.monotonic() - self._watch[job_id],
+                )
+                self._upsert(job)
                 del self._watch[job_id]
         except SlurmError as error:
             log.info(

@@ -255,8 +255,14 @@ class Slurm:
             "time_limit": {"set": True, "number": 10} if self.api != "v0.0.38" else 10,
             "standard_output": "/dev/null",
         }
-        if self.api == "v0.0.38":
-            body: dict[str, Any] = {
+        if int(self.api.rsplit(".", 1)[1]) >= 43:
+            # The job the bridge submits there: an allocation that launches nothing (EXTERNAL_JOB).
+            external = {
+                k: v for k, v in job.items() if k not in ("current_working_directory", "standard_output")
+            }
+            body: dict[str, Any] = {"job": {**external, "flags": ["EXTERNAL_JOB"]}}
+        elif self.api == "v0.0.38":
+            body = {
                 "script": "#!/bin/sh\nsleep 600\n",
                 "job": {**job, "environment": {"PATH": "/bin"}},
             }
@@ -444,6 +450,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
     parser.add_argument("--burst", type=int, default=12, help="pods in the burst (the testbed has 16 CPUs)")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--log-level", default="WARNING", help="the bridge's, in <out>.log")
     parser.add_argument("--out", type=Path, default=TESTBED / "bench-bridge.json")
     args = parser.parse_args()
     env = testbed_environment()
@@ -470,7 +477,7 @@ def main() -> None:
             "--config",
             str(config_path),
             "--log-level",
-            "WARNING",
+            args.log_level,
         ]
         bridge = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         progress: dict[str, list[tuple[float, int]]] = {}
