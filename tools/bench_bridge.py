@@ -250,9 +250,13 @@ class Slurm:
             "name": name,
             "partition": "slurm-bridge",
             "current_working_directory": "/tmp",
-            "minimum_cpus": 1,
-            "memory_per_node": {"set": True, "number": 64} if self.api != "v0.0.38" else 64,
-            "time_limit": {"set": True, "number": 10} if self.api != "v0.0.38" else 10,
+            # What the bridge asks for a pod of 100m CPU and 32Mi under the testbed's config (see
+            # `slurm-bridge explain`): 1 task of 1 CPU, 32 MB, the 60-minute default time limit. A
+            # shorter limit would let Slurm's backfill start the raw job sooner than the bridge's.
+            "tasks": 1,
+            "cpus_per_task": 1,
+            "memory_per_node": {"set": True, "number": 32} if self.api != "v0.0.38" else 32,
+            "time_limit": {"set": True, "number": 60} if self.api != "v0.0.38" else 60,
             "standard_output": "/dev/null",
         }
         if int(self.api.rsplit(".", 1)[1]) >= 43:
