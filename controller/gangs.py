@@ -45,6 +45,7 @@ from controller.gang_plan import (
     plan_gang,
     plan_gang_orphan_cleanup,
 )
+from controller.latency import StartLatency, gang_created
 from controller.plan import CancelJob, SubmitJob
 from controller.pods import PENDING_RECHECK_SECONDS
 from controller.ports import Events, GangSlurm, JobIndex, ObjectCache, PodWriter
@@ -78,6 +79,8 @@ OWNER_RESOURCES: Mapping[tuple[str, str], ResourceRef] = {
 
 class GangMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
+        # A gang's creation is when it became whole: its newest member's creation.
+        self.latency = StartLatency(registry, "gang", "a gang")
         self.actions = Counter(
             "slurm_bridge_gang_actions_total", "Gang actions applied, by kind.", ["action"], registry=registry
         )
@@ -265,6 +268,8 @@ class _Applier:
 
                 errors = self._r._metrics.submit_errors
                 job_id = await effects.submit(spec, what="gang's job", tell=tell, errors=errors)
+                created = gang_created(p.creation_timestamp for p in members if not p.is_terminal)
+                self._r._metrics.latency.submitted(created, self._r._now())
                 log.info(
                     "%s: submitted Slurm job %d (%s) for %d members",
                     self._key,
@@ -293,6 +298,12 @@ class _Applier:
                         job_id,
                         b.slurm_node,
                     )
+                job = next(
+                    (j for j in self._r._jobs.jobs_for_gang(str(self._key)) if j.job_id == job_id), None
+                )
+                created = gang_created(p.creation_timestamp for p in members if not p.is_terminal)
+                started = job.start_time if job is not None else None
+                self._r._metrics.latency.bound(created, started, self._r._now())
             case DeleteMembers(pods=refs, reason=reason, message=message, evict=evict):
                 for pod in self._cached(refs):
                     if await effects.delete(pod, reason, message, evict=evict):

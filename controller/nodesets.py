@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ from controller.nodeset_plan import (
     plan_nodeset,
     selector_of,
 )
-from controller.ports import Events, NodeSetSlurm, NodeSetWriter, ObjectCache
+from controller.ports import Events, NodeSetSlurm, NodeSetWriter, ObjectCache, SeenSlurmNodes, SlurmSeen
 from controller.runtime import Result
 from kube_client import (
     NODESETS,
@@ -50,7 +51,7 @@ from kube_client import (
     upsert_condition,
     utc_now_rfc3339,
 )
-from slurm_client import NodeUpdate, PartitionNotFound, SlurmError
+from slurm_client import Job, Node, NodeUpdate, PartitionNotFound, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,18 @@ class NodeSetReconciler:
         pods: ObjectCache,
         events: Events,
         resync_seconds: float = 15.0,
+        seen: SlurmSeen | None = None,
+        seen_max_age: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kube = kube
         self._slurm = slurm
+        # The shared view of Slurm (in `run`): used when it began after our last node update, so a drain
+        # or resume just sent is never judged by a view from before it; else Slurm is asked directly.
+        self._seen = seen
+        self._seen_max_age = seen_max_age
+        self._monotonic = monotonic
+        self._node_written_at = float("-inf")
         self._nodesets = nodesets
         self._pods = pods
         self._events = events
@@ -135,17 +145,23 @@ class NodeSetReconciler:
 
     async def _slurm_view(self, view: NodeSetView, members: Sequence[MemberPod]) -> SlurmView | None:
         try:
-            try:
-                partition_nodes: tuple[str, ...] | None = (
-                    await self._slurm.get_partition(view.partition)
-                ).nodes
-            except PartitionNotFound:
-                partition_nodes = None
+            seen = self._fresh_nodes_seen()
+            partition_nodes: tuple[str, ...] | None
+            if seen is not None:
+                found = next((p for p in seen.partitions if p.name == view.partition), None)
+                partition_nodes = found.nodes if found is not None else None
+                all_nodes: Sequence[Node] = seen.nodes
+            else:
+                try:
+                    partition_nodes = (await self._slurm.get_partition(view.partition)).nodes
+                except PartitionNotFound:
+                    partition_nodes = None
+                all_nodes = await self._slurm.list_nodes()
             # Only nodes of the set's own partition: a NodeSet named like other nodes never touches them.
             members_of_partition = set(partition_nodes or ())
             nodes = {
                 n.name: n
-                for n in await self._slurm.list_nodes()
+                for n in all_nodes
                 if ordinal_of(view.name, n.name) is not None and n.name in members_of_partition
             }
             jobs_on: dict[str, tuple[int, ...]] = {}
@@ -154,7 +170,7 @@ class NodeSetReconciler:
             if unlisted or any(n.drained and busy(n) for n in nodes.values()):
                 # only while a drain waits on jobs (to name them), or a member's node is not listed
                 running: dict[str, list[int]] = {}
-                for job in (await self._slurm.list_jobs()).jobs:
+                for job in await self._jobs():
                     if not job.state.is_finished or "COMPLETING" in job.state_flags:
                         for node in job.nodes:
                             running.setdefault(node, []).append(job.job_id)
@@ -164,6 +180,18 @@ class NodeSetReconciler:
             log.warning("nodeset %s/%s: cannot read Slurm: %s", view.namespace, view.name, error)
             return None
         return SlurmView(partition_nodes=partition_nodes, nodes=nodes, jobs_on=jobs_on, jobs_known=jobs_known)
+
+    def _fresh_nodes_seen(self) -> SeenSlurmNodes | None:
+        seen = self._seen.slurm_nodes_seen() if self._seen is not None else None
+        if seen is None or seen.read_at <= self._node_written_at:
+            return None
+        if self._monotonic() - seen.read_at > self._seen_max_age:
+            return None  # the shared reader is stuck: ask Slurm rather than act on old news
+        return seen
+
+    async def _jobs(self) -> Sequence[Job]:
+        jobs = self._seen.slurm_jobs_seen() if self._seen is not None else None
+        return jobs if jobs is not None else (await self._slurm.list_jobs()).jobs
 
     # --- acting ----------------------------------------------------------------------------------------
 
@@ -204,9 +232,11 @@ class NodeSetReconciler:
         try:
             await self._slurm.update_node(node, update)
         except SlurmError as error:
+            self._node_written_at = self._monotonic()  # it may have been applied all the same
             message = f"Slurm refused to {verb} node {node}: {error}"
             await self._events.warning(obj, Why.DRAIN_REFUSED, message)
             return message
+        self._node_written_at = self._monotonic()
         await self._events.normal(obj, event, said)
         return None
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 
 from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
@@ -20,6 +20,7 @@ from bridge.translate import with_owner_options
 from bridge.wellknown import LABEL_JOBSET_NAME, LABEL_LWS_NAME, Reason
 from controller.duties import Duties
 from controller.effects import PodEffects
+from controller.latency import StartLatency
 from controller.plan import (
     AddFinalizerAndLabel,
     BindPod,
@@ -51,23 +52,11 @@ _OWNER_LABELS: tuple[tuple[str, ResourceRef], ...] = (
     (LABEL_JOBSET_NAME, JOBSETS),
     (LABEL_LWS_NAME, LEADER_WORKER_SETS),
 )
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120)
 
 
 class PodMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.created_to_submitted = Histogram(
-            "slurm_bridge_pod_created_to_submitted_seconds",
-            "From a pod's creation to the submit of its placeholder Slurm job.",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.started_to_bound = Histogram(
-            "slurm_bridge_job_started_to_pod_bound_seconds",
-            "From the placeholder job's start in Slurm to the pod's binding (Slurm times are whole seconds).",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self.latency = StartLatency(registry, "pod", "a pod")
         self.actions = Counter(
             "slurm_bridge_actions_total", "Actions applied, by kind.", ["action"], registry=registry
         )
@@ -184,8 +173,7 @@ class PodReconciler:
                 job_id = await self._effects.submit(
                     spec, what="job", tell=tell, errors=self._metrics.submit_errors
                 )
-                if pod.creation_timestamp is not None:
-                    self._metrics.created_to_submitted.observe(_seconds_since(pod.creation_timestamp))
+                self._metrics.latency.submitted(pod.creation_timestamp, datetime.now(UTC))
                 log.info("%s: submitted Slurm job %d (%s)", key, job_id, spec.name)
             case AddFinalizerAndLabel(job_id=job_id):
                 assert raw is not None
@@ -195,10 +183,11 @@ class PodReconciler:
                 await self._effects.say_pending(raw, reason, message)
             case BindPod(node_name=node_name, slurm_node=slurm_node, job_id=job_id):
                 assert raw is not None
+                assert pod is not None
                 await self._effects.bind(raw, node_name, slurm_node)
                 job = next((j for j in self._jobs.jobs_for(key) if j.job_id == job_id), None)
-                if job is not None and job.start_time is not None:
-                    self._metrics.started_to_bound.observe(max(0.0, _seconds_since(job.start_time)))
+                started = job.start_time if job is not None else None
+                self._metrics.latency.bound(pod.creation_timestamp, started, datetime.now(UTC))
                 log.info("%s: bound to %s (Slurm job %d on %s)", key, node_name, job_id, slurm_node)
             case CancelJob(job_id=job_id, outcome=outcome, why=why):
                 await self._effects.end_job(action)
@@ -223,9 +212,3 @@ class PodReconciler:
             self._jobs.owned_jobs(), live, self._config.marker_cluster_id, datetime.now(UTC)
         )
         return await self._effects.cancel_orphans(doomed, "pod")
-
-
-def _seconds_since(moment: datetime) -> float:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - moment).total_seconds()

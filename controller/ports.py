@@ -8,6 +8,7 @@ types its collaborators with these, never with the concrete classes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kube_client import KubeObject, PatchType, ResourceRef
@@ -141,6 +142,27 @@ class NodeSetSlurm(Protocol):
     async def list_jobs(self) -> JobList: ...
 
     async def update_node(self, name: str, update: NodeUpdate) -> None: ...
+
+
+@dataclass(frozen=True)
+class SeenSlurmNodes:
+    """Slurm's nodes and partitions as one read found them (the exporter's last snapshot, in `run`)."""
+
+    nodes: tuple[Node, ...]
+    partitions: tuple[Partition, ...]
+    read_at: float  # monotonic time the read began: the data is at least this new
+
+
+class SlurmSeen(Protocol):
+    """What the process's one reader of Slurm last saw, so a reconcile reads no list of its own."""
+
+    def slurm_nodes_seen(self) -> SeenSlurmNodes | None:
+        """The latest nodes and partitions; None when nobody reads them."""
+        ...
+
+    def slurm_jobs_seen(self) -> Sequence[Job] | None:
+        """Every job of the latest applied poll (all users); None before the first."""
+        ...
 
 
 class JobIndex(Protocol):

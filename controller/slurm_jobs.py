@@ -35,12 +35,26 @@ log = logging.getLogger(__name__)
 # After a submit or cancel: poll this often for this long.
 FAST_POLL_INTERVAL = 0.25
 FAST_POLL_WINDOW = 3.0
+# Where Slurm can say the state of only some jobs (REST v0.0.42+, `GET jobs/state`), a job just submitted
+# is watched that way instead: asked about this often, for at most this long (the full-list polls then
+# carry it), and only while few are: a burst is cheaper read as one full list.
+WATCH_INTERVAL = 0.1
+WATCH_SECONDS = 30.0
+MAX_WATCHED = 100
 
 
 class JobLister(Protocol):
     """What the cache needs of the Slurm client (SlurmClient fits; tests pass a fake)."""
 
     async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList: ...
+
+
+class JobStateReader(Protocol):
+    """Reading only some jobs (SlurmClient on REST v0.0.42+)."""
+
+    async def job_states(self, job_ids: Sequence[int]) -> dict[int, JobState]: ...
+
+    async def get_job(self, job_id: int) -> Job: ...
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,14 @@ class SlurmJobCache:
         max_backoff: float = 30.0,
         full_relist_seconds: float = DEFAULT_FULL_RELIST_SECONDS,
         vanish_share: float = DEFAULT_VANISH_SHARE,
+        states: JobStateReader | None = None,
     ) -> None:
         self._slurm = slurm
+        self._states = states
+        self._watch: dict[int, float] = {}  # job id -> when it was submitted (watched through `states`)
+        self._poll_wanted = False  # poke(): a full-list poll now
+        self._last_poll_try = float("-inf")  # monotonic start of the last full-list poll attempt
+        self._listed_stale = False  # a job read on its own is not yet in `shared_jobs()`
         self._cluster_id = cluster_id
         # Only jobs the bridge's own Slurm user submitted can be ours: a marker in someone else's job is
         # never acted on (and cancelling another user's job through slurmrestd is refused anyway).
@@ -81,9 +101,11 @@ class SlurmJobCache:
         self._last_full = float("-inf")  # monotonic start of the last update_time-less list
         self._held_back: VanishCheck | None = None  # a suspicious list waiting for a second read
         self._jobs: dict[int, Job] = {}
+        self._listed: tuple[Job, ...] | None = None  # the jobs of the last applied poll, as listed
         self._markers: dict[int, JobMarker] = {}
         self._by_pod: dict[str, set[int]] = defaultdict(set)
         self._by_gang: dict[str, set[int]] = defaultdict(set)  # gang key "ns/kind/name" -> job ids
+        self._by_node: dict[str, set[int]] = defaultdict(set)  # Slurm node -> our unfinished jobs on it
         self._provisional: dict[int, _Provisional] = {}
         self._next_update: datetime | None = None
         self._last_poll_started = float("-inf")  # monotonic start of the last successful poll
@@ -111,6 +133,11 @@ class SlurmJobCache:
         ids |= {i for i, p in self._provisional.items() if self._pod_key_of(p.job) == pod_key}
         return [self._provisional[i].job if i in self._provisional else self._jobs[i] for i in sorted(ids)]
 
+    def shared_jobs(self) -> tuple[Job, ...] | None:
+        """Every job (all users) of the last applied poll, for other readers in the process (the
+        exporter, the NodeSet controller): one list of Slurm's jobs per process. None before the first."""
+        return self._listed
+
     def all_jobs(self) -> list[Job]:
         merged = dict(self._jobs)
         merged.update({i: p.job for i, p in self._provisional.items() if i not in merged})
@@ -131,6 +158,18 @@ class SlurmJobCache:
 
     def gang_keys(self) -> set[str]:
         return {key for key, ids in self._by_gang.items() if ids}
+
+    def keys_on_node(self, slurm_node: str) -> tuple[set[str], set[str]]:
+        """(pod keys, gang keys) of this cluster's unfinished jobs allocated `slurm_node`."""
+        pods: set[str] = set()
+        gangs: set[str] = set()
+        for job_id in self._by_node.get(slurm_node, ()):
+            job = self._jobs[job_id]
+            if (key := self._pod_key_of(job)) is not None:
+                pods.add(key)
+            elif (gang := self._gang_key_of(job)) is not None:
+                gangs.add(gang)
+        return pods, gangs
 
     def owned_gang_jobs(self) -> list[Job]:
         """Jobs with this cluster's gang marker, submitted by the bridge's Slurm user."""
@@ -153,7 +192,11 @@ class SlurmJobCache:
             submit_time=datetime.now(UTC),
         )
         self._provisional[job_id] = _Provisional(job, time.monotonic())
-        self.poke()
+        if self._states is not None and len(self._watch) < MAX_WATCHED:
+            self._watch[job_id] = time.monotonic()
+            self._wake.set()
+        else:
+            self.poke()
 
     def submit_outcome_unknown(self) -> None:
         """A submit failed in a way that may have created the job: hold further submits until a poll that
@@ -189,6 +232,7 @@ class SlurmJobCache:
         """Poll now, then briefly often: right after a submit or cancel, Slurm acts within a second or two,
         and a bind should not wait a whole interval for it. (Unchanged answers are 304s costing ~3 ms.)"""
         self._fast_until = time.monotonic() + FAST_POLL_WINDOW
+        self._poll_wanted = True
         self._wake.set()
 
     # ---- polling ---------------------------------------------------------------------------------
@@ -197,54 +241,137 @@ class SlurmJobCache:
         failures = 0
         while True:
             self._wake.clear()
-            started = time.monotonic()
-            full = (
-                self._held_back is not None
-                or self._next_update is None
-                or full_relist_due(started, self._last_full, self._full_relist_seconds)
-            )
-            try:
-                answer = await self._slurm.list_jobs(update_time=None if full else self._next_update)
-            except SlurmError as error:
-                failures += 1
-                self.healthy = False
-                self.last_error = str(error)
-                self._metrics.errors.inc()
-                delay = min(self._max_backoff, self._poll_interval * 2 ** min(failures, 6))
-                log.warning(
-                    "Slurm job poll failed (%d in a row, next try in %.1fs): %s", failures, delay, error
-                )
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            self._last_poll_started = started
-            self.healthy = True
-            self.last_error = None
-            self._metrics.poll_seconds.observe(time.monotonic() - started)
-            if full:
-                self._last_full = started
-                if self._next_update is not None and self._held_back is None:
-                    self._metrics.full_relists.inc()
-            if answer.not_modified:
-                # (a submit is a change, so this never speaks about a provisional job)
-                self._next_update = answer.next_update_time
-                self._applied_as_of = started
-                self._metrics.polls.labels("not_modified").inc()
+            if self._watching() and not self._poll_due():
+                await self._check_watched()
             else:
-                self._metrics.polls.labels("changed").inc()
-                if not self._believe(answer.jobs):
-                    # Keep the index and the cursor; read the full list again, soon.
-                    await asyncio.sleep(min(FAST_POLL_INTERVAL, self._poll_interval))
+                failed_before = failures
+                failures = await self._poll(failures)
+                if failures > failed_before or failures < 0:  # it waited already (backoff, a held list)
+                    failures = max(failures, 0)
                     continue
-                self._next_update = answer.next_update_time
-                self._replace(answer.jobs, poll_started=started)
-                self._applied_as_of = started
-            if not self._synced.is_set():
-                self._synced.set()
-            fast = time.monotonic() < self._fast_until
-            interval = min(FAST_POLL_INTERVAL, self._poll_interval) if fast else self._poll_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._pause())
+
+    def _interval(self) -> float:
+        fast = time.monotonic() < self._fast_until
+        return min(FAST_POLL_INTERVAL, self._poll_interval) if fast else self._poll_interval
+
+    def _poll_due(self) -> bool:
+        return self._poll_wanted or time.monotonic() - self._last_poll_try >= self._interval()
+
+    def _pause(self) -> float:
+        until_poll = max(0.0, self._interval() - (time.monotonic() - self._last_poll_try))
+        return min(until_poll, WATCH_INTERVAL) if self._watching() else until_poll
+
+    async def _poll(self, failures: int) -> int:
+        """One full-list poll; returns the failures in a row, or -1 when it waited before a second read."""
+        self._poll_wanted = False
+        started = time.monotonic()
+        self._last_poll_try = started
+        full = (
+            self._held_back is not None
+            or self._next_update is None
+            or full_relist_due(started, self._last_full, self._full_relist_seconds)
+        )
+        try:
+            answer = await self._slurm.list_jobs(update_time=None if full else self._next_update)
+        except SlurmError as error:
+            failures += 1
+            self.healthy = False
+            self.last_error = str(error)
+            self._metrics.errors.inc()
+            delay = min(self._max_backoff, self._poll_interval * 2 ** min(failures, 6))
+            log.warning("Slurm job poll failed (%d in a row, next try in %.1fs): %s", failures, delay, error)
+            await asyncio.sleep(delay)
+            return failures
+        self._last_poll_started = started
+        self.healthy = True
+        self.last_error = None
+        self._metrics.poll_seconds.observe(time.monotonic() - started)
+        if full:
+            self._last_full = started
+            if self._next_update is not None and self._held_back is None:
+                self._metrics.full_relists.inc()
+        if answer.not_modified:
+            # (a submit is a change, so this never speaks about a provisional job)
+            self._next_update = answer.next_update_time
+            self._applied_as_of = started
+            self._metrics.polls.labels("not_modified").inc()
+        else:
+            if not self._believe(answer.jobs):
+                self._metrics.polls.labels("changed").inc()
+                # Keep the index and the cursor; read the full list again, soon.
+                await asyncio.sleep(min(FAST_POLL_INTERVAL, self._poll_interval))
+                self._poll_wanted = True
+                return -1
+            self._next_update = answer.next_update_time
+            changed = self._replace(answer.jobs, poll_started=started)
+            # "repeated": a full list with no job changed (Slurm re-sends a change made in the second
+            # the cursor names; a bump of its update time that no job shows looks the same).
+            self._metrics.polls.labels("changed" if changed or full else "repeated").inc()
+            self._applied_as_of = started
+        if not self._synced.is_set():
+            self._synced.set()
+        return 0
+
+    # ---- watching the jobs just submitted (REST v0.0.42+) -----------------------------------------
+
+    def _watching(self) -> bool:
+        if self._states is None or not self._watch or not self._synced.is_set():
+            return False
+        now = time.monotonic()
+        for job_id, since in list(self._watch.items()):
+            if now - since > WATCH_SECONDS:
+                del self._watch[job_id]
+        return bool(self._watch)
+
+    async def _check_watched(self) -> None:
+        """Ask Slurm about only the jobs just submitted; read a job whose state moved on, alone, and apply
+        it. Any failure hands them back to the full-list polls (poked, so without delay)."""
+        assert self._states is not None
+        ids = sorted(self._watch)
+        self._metrics.state_checks.inc()
+        try:
+            states = await self._states.job_states(ids)
+            for job_id in ids:
+                state = states.get(job_id)
+                known = self._jobs.get(job_id)
+                if known is not None and known.state is state and state is not JobState.PENDING:
+                    del self._watch[job_id]  # a full list already brought it
+                    continue
+                if state is None or state is JobState.PENDING:
+                    continue
+                job = await self._states.get_job(job_id)
+                log.debug(
+                    "watched job %d is %s, read alone (submitted %.2fs ago)",
+                    job_id,
+                    job.state.value,
+                    time.monotonic() - self._watch[job_id],
+                )
+                self._upsert(job)
+                del self._watch[job_id]
+        except SlurmError as error:
+            log.info(
+                "asking Slurm about %d just-submitted jobs failed (%s); polling the job list", len(ids), error
+            )
+            self._watch.clear()
+            self.poke()
+
+    def _upsert(self, job: Job) -> None:
+        """One job as Slurm just said it, read after its submit: it replaces the provisional entry."""
+        before = self._jobs.get(job.job_id)
+        self._provisional.pop(job.job_id, None)
+        if before == job:
+            return
+        if before is not None:
+            self._unindex(before)
+        self._jobs[job.job_id] = job
+        self._index(job)
+        self._listed_stale = True
+        if (key := self._pod_key_of(job)) is not None:
+            self._on_change(key)
+        if self._on_gang_change is not None and (gang := self._gang_key_of(job)) is not None:
+            self._on_gang_change(gang)
 
     def _believe(self, jobs: Sequence[Job]) -> bool:
         """False when a full list drops many of our active jobs at once and has not been confirmed."""
@@ -280,30 +407,32 @@ class SlurmJobCache:
     def count_orphan_cancel_failure(self) -> None:
         self._metrics.orphan_cancel_failures.inc()
 
-    def _replace(self, jobs: Iterable[Job], *, poll_started: float) -> None:
+    def _replace(self, jobs: Iterable[Job], *, poll_started: float) -> int:
+        """Apply a full list; returns how many jobs differ from the index. Only those are decoded and
+        re-indexed: a list that repeats the last one (Slurm's 1 s `update_time` resolution sends every
+        change at least twice) costs a comparison per job, nothing more."""
         fresh = {job.job_id: job for job in jobs}
         changed_keys: set[str] = set()
         changed_gangs: set[str] = set()
+        changed = 0
         for job_id in self._jobs.keys() | fresh.keys():
             before, after = self._jobs.get(job_id), fresh.get(job_id)
             if before == after:
                 continue
+            changed += 1
             for job in (before, after):
                 if job is not None and (key := self._pod_key_of(job)) is not None:
                     changed_keys.add(key)
                 if job is not None and (gang := self._gang_key_of(job)) is not None:
                     changed_gangs.add(gang)
-        self._jobs = fresh
-        self._markers = {}
-        self._by_pod = defaultdict(set)
-        self._by_gang = defaultdict(set)
-        for job in fresh.values():
-            marker = self._marker_of(job)
-            if marker is not None:
-                self._markers[job.job_id] = marker
-                self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
-            elif (gang := self._gang_key_of(job)) is not None:
-                self._by_gang[gang].add(job.job_id)
+            if before is not None:
+                self._unindex(before)
+            if after is not None:
+                self._index(after)
+        if changed or self._listed is None or self._listed_stale:
+            self._jobs = fresh
+            self._listed = tuple(fresh.values())
+            self._listed_stale = False
         self._expire_provisional(poll_started, seen=set(fresh))
         self._metrics.jobs.set(len(fresh))
         self._metrics.bridge_jobs.set(len(self._markers) + sum(len(ids) for ids in self._by_gang.values()))
@@ -312,6 +441,29 @@ class SlurmJobCache:
         if self._on_gang_change is not None:
             for gang in sorted(changed_gangs):
                 self._on_gang_change(gang)
+        return changed
+
+    def _index(self, job: Job) -> None:
+        marker = self._marker_of(job)
+        if marker is not None:
+            self._markers[job.job_id] = marker
+            self._by_pod[f"{marker.namespace}/{marker.pod_name}"].add(job.job_id)
+        elif (gang := self._gang_key_of(job)) is not None:
+            self._by_gang[gang].add(job.job_id)
+        else:
+            return
+        if not job.state.is_finished:
+            for node in job.nodes:
+                self._by_node[node].add(job.job_id)
+
+    def _unindex(self, job: Job) -> None:
+        marker = self._markers.pop(job.job_id, None)
+        if marker is not None:
+            _discard(self._by_pod, f"{marker.namespace}/{marker.pod_name}", job.job_id)
+        elif (gang := self._gang_key_of(job)) is not None:
+            _discard(self._by_gang, gang, job.job_id)
+        for node in job.nodes:
+            _discard(self._by_node, node, job.job_id)
 
     def _expire_provisional(self, poll_started: float, *, seen: set[int]) -> None:
         # A poll that began after the submit either lists the job (now known for real) or proves it is
@@ -338,11 +490,20 @@ class SlurmJobCache:
         return str(marker.gang_key) if marker is not None else None
 
 
+def _discard(index: dict[str, set[int]], key: str, job_id: int) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(job_id)
+        if not ids:
+            del index[key]
+
+
 class _CacheMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.polls = Counter(
             "slurm_bridge_job_polls_total",
-            "Polls of slurmrestd's job list, by answer (not_modified: HTTP 304 / nothing changed).",
+            "Polls of slurmrestd's job list, by answer (not_modified: HTTP 304 / nothing changed; changed: "
+            "a full list with some job changed, or a relist; repeated: a full list with no job changed).",
             ["answer"],
             registry=registry,
         )
@@ -369,6 +530,11 @@ class _CacheMetrics:
             "Full job lists that dropped many of the bridge's active jobs at once, by outcome "
             "(held: kept the index and read again; confirmed: a second read agreed; refuted: it did not).",
             ["outcome"],
+            registry=registry,
+        )
+        self.state_checks = Counter(
+            "slurm_bridge_job_state_checks_total",
+            "Asks for the state of only the jobs just submitted (REST v0.0.42+ jobs/state), between polls.",
             registry=registry,
         )
         self.orphan_cancel_failures = Counter(

@@ -16,7 +16,7 @@ from ._collector import (
     health_families,
     snapshot_families,
 )
-from ._poller import SlurmReader, SnapshotPoller
+from ._poller import JobFeed, SlurmReader, SnapshotPoller
 from ._snapshot import ErrorKind, JobPoll, Operation, PollerStatus, Snapshot
 from .main import (
     Exporter,
@@ -35,6 +35,7 @@ __all__ = [
     "ErrorKind",
     "Exporter",
     "ExporterSettings",
+    "JobFeed",
     "JobPoll",
     "Operation",
     "PollerStatus",

@@ -8,6 +8,9 @@ keeps the previous one, counts each failed read by operation and kind, and says 
 Jobs are polled with `update_time`: when Slurm answers "not modified" (HTTP 304, a few ms at any
 queue size) the previous job list is reused. A full relist still happens every
 `full_relist_interval` seconds, so a change that Slurm does not stamp cannot linger.
+
+Given a `JobFeed` (in `slurm-bridge run`: the workload controller's job index), the poller reads no
+jobs itself and takes the feed's list: one reader of Slurm's jobs per process.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -62,6 +66,14 @@ class SlurmReader(Protocol):
     async def diag(self) -> Diag: ...
 
 
+class JobFeed(Protocol):
+    """Slurm's jobs as another reader in the same process keeps them (all users' jobs, as listed)."""
+
+    def shared_jobs(self) -> tuple[Job, ...] | None:
+        """The jobs of the reader's last applied poll; None until it has one."""
+        ...
+
+
 def classify(exc: BaseException) -> ErrorKind:
     """The error-counter kind of a failed read."""
     if isinstance(exc, SlurmTimeout | TimeoutError):
@@ -98,12 +110,14 @@ class SnapshotPoller:
         full_relist_interval: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        job_feed: JobFeed | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         if read_timeout <= 0:
             raise ValueError("read_timeout must be positive")
         self._slurm = slurm
+        self._job_feed = job_feed
         self._interval = interval
         self._read_timeout = read_timeout
         self._full_relist_interval = full_relist_interval
@@ -162,8 +176,16 @@ class SnapshotPoller:
             or began - self._last_full_list >= self._full_relist_interval
         )
         cursor = None if relist else self._jobs_cursor
+        if self._job_feed is not None:
+            shared = self._job_feed.shared_jobs()
+            if shared is None:  # the job index has not polled yet: nothing to publish, nothing failed
+                self._status = replace(self._status, last_error="waiting for the shared job list")
+                return False
+            read_jobs: Callable[[], Awaitable[object]] = _returning(shared)
+        else:
+            read_jobs = lambda: self._slurm.list_jobs(update_time=cursor)  # noqa: E731
         outcomes = await asyncio.gather(
-            self._read(Operation.JOBS, lambda: self._slurm.list_jobs(update_time=cursor)),
+            self._read(Operation.JOBS, read_jobs),
             self._read(Operation.NODES, self._slurm.list_nodes),
             self._read(Operation.PARTITIONS, self._slurm.list_partitions),
             self._read(Operation.DIAG, self._slurm.diag),
@@ -210,6 +232,17 @@ class SnapshotPoller:
         checked_partitions = _tuple_of(Operation.PARTITIONS, partitions, Partition)
         if not isinstance(diag, Diag):
             raise _ReadFailed(Operation.DIAG, TypeError(f"expected Diag, got {type(diag).__name__}"))
+        if self._job_feed is not None:
+            jobs = _tuple_of(Operation.JOBS, job_list, Job)
+            self._job_polls[JobPoll.SHARED.value] += 1
+            return Snapshot(
+                jobs=jobs,
+                nodes=checked_nodes,
+                partitions=checked_partitions,
+                diag=diag,
+                taken_at=began_wall,
+                taken_monotonic=began,
+            )
         if not isinstance(job_list, JobList):
             raise _ReadFailed(Operation.JOBS, TypeError(f"expected JobList, got {type(job_list).__name__}"))
         if job_list.not_modified:
@@ -287,6 +320,13 @@ async def _unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) ->
     if task.cancelled():
         return None
     return task.result()
+
+
+def _returning(value: _T) -> Callable[[], Awaitable[_T]]:
+    async def read() -> _T:
+        return value
+
+    return read
 
 
 def _tuple_of(operation: Operation, value: object, kind: type[_T]) -> tuple[_T, ...]:

@@ -42,6 +42,7 @@ class JobPoll(enum.StrEnum):
     FULL = "full"  # a full list (no update_time: first poll or periodic relist)
     CHANGED = "changed"  # update_time poll: something changed, a full list came back
     NOT_MODIFIED = "not_modified"  # update_time poll: nothing changed (HTTP 304); previous jobs reused
+    SHARED = "shared"  # no read: the jobs another reader of Slurm in the same process keeps fresh
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ._collector import CollectorOptions, SlurmCollector
-from ._poller import SlurmReader, SnapshotPoller
+from ._poller import JobFeed, SlurmReader, SnapshotPoller
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,13 @@ class Exporter:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         options: CollectorOptions | None = None,
         probes: Mapping[str, Probe] | None = None,
+        job_feed: JobFeed | None = None,
     ) -> None:
         self._registry = registry
         self._probes = probes
         self._listen = parse_listen_address(listen) if listen else None
         self.stale_after = stale_after if stale_after is not None else default_stale_after(interval)
-        self.poller = SnapshotPoller(slurm, interval=interval, read_timeout=read_timeout)
+        self.poller = SnapshotPoller(slurm, interval=interval, read_timeout=read_timeout, job_feed=job_feed)
         self.collector = SlurmCollector(
             lambda: self.poller.status, stale_after=self.stale_after, options=options
         )

@@ -68,9 +68,20 @@ async def run_async(
         essential: list[asyncio.Task[None]] = []  # the process ends when one of these fails
         stack.push_async_callback(_cancel_all, essential)
         slurm, operator = await stack.enter_async_context(slurm_clients(config))
+        wanted = WORKLOAD_COMPONENTS & set(components)
+        # One reader of Slurm: with the workload controller here, its job index is the only job list,
+        # and the exporter's nodes/partitions read serves the NodeSet controller.
+        shared = None
+        if wanted:
+            # Imported here, as the workloads below: it knows the controllers' job index.
+            from slurm_bridge.shared_view import SharedSlurmView
+
+            shared = SharedSlurmView()
         metrics_server = None
         if "exporter" in components:  # on every replica, leader or not; its server serves everything
-            exporter_ = _exporter(config, slurm, registry, health)
+            exporter_ = _exporter(config, slurm, registry, health, shared)
+            if shared is not None:
+                shared.attach_exporter(exporter_.poller)
             await stack.enter_async_context(exporter_)
             tasks.append(asyncio.create_task(exporter_.run(stop), name="exporter"))
         elif config.metrics_listen_address:
@@ -85,13 +96,14 @@ async def run_async(
             from webhook.entry import run_webhook
 
             essential.append(asyncio.create_task(run_webhook(config, stop), name="webhook"))
-        wanted = WORKLOAD_COMPONENTS & set(components)
         if wanted:
             # Imported here: a process running only the exporter never loads Kubernetes or the controllers.
             from slurm_bridge.workloads import start_workloads
 
             essential.append(
-                await start_workloads(config, wanted, stack, slurm, operator, registry, identity, health)
+                await start_workloads(
+                    config, wanted, stack, slurm, operator, registry, identity, health, shared=shared
+                )
             )
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({waiter, *essential}, return_when=asyncio.FIRST_COMPLETED)
@@ -103,7 +115,11 @@ async def run_async(
 
 
 def _exporter(
-    config: BridgeConfig, slurm: SlurmClient, registry: CollectorRegistry, health: Health
+    config: BridgeConfig,
+    slurm: SlurmClient,
+    registry: CollectorRegistry,
+    health: Health,
+    job_feed: exporter.JobFeed | None = None,
 ) -> exporter.Exporter:
     e = config.exporter
     made = exporter.Exporter(
@@ -116,6 +132,7 @@ def _exporter(
             per_user_metrics=e.per_user_metrics, per_node_metrics=e.per_node_metrics
         ),
         probes=health.probes,
+        job_feed=job_feed,
     )
 
     def slurm_answers() -> tuple[bool, str]:

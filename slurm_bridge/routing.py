@@ -7,7 +7,9 @@ bridge.gang.planned_gang_key (pure); this module only wires informers and the jo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from bridge.gang import GangKey, GangKind, planned_gang_key
 from controller.gangs import GANG_INDEX
@@ -48,6 +50,7 @@ class EventRouter:
         pod_groups: Informer | None,
         workload_groups: Informer | None,
         jobs: SlurmJobCache,
+        node_name_label: str | None,
     ) -> None:
         pods.add_handler(self.to_pod)
         pods.add_handler(_ignore, predicate=self._member_changed)
@@ -57,14 +60,25 @@ class EventRouter:
         if workload_groups is not None:
             workload_groups.add_handler(self._group_changed(GangKind.WORKLOAD))
 
-        def node_changed(_key: str) -> None:
-            # a node appearing or changing labels can make a waiting bind possible
-            for key in jobs.pod_keys():
-                self.to_pod(key)
-            for key in jobs.gang_keys():
-                self.to_gang(key)
+        def waiting_to_bind(pod_key: str) -> bool:
+            pod = pods.get(pod_key)
+            return pod is not None and not (pod.get("spec") or {}).get("nodeName")
 
-        nodes.add_handler(node_changed)
+        def node_changed(old: KubeObject | None, new: KubeObject | None) -> bool:
+            work = work_for_node_change(
+                old,
+                new,
+                node_name_label=node_name_label,
+                keys_on_node=jobs.keys_on_node,
+                waiting_to_bind=waiting_to_bind,
+            )
+            for key in sorted(work.pods):
+                self.to_pod(key)
+            for key in sorted(work.gangs):
+                self.to_gang(key)
+            return False
+
+        nodes.add_handler(_ignore, predicate=node_changed)
 
     def _member_changed(self, old: KubeObject | None, new: KubeObject | None) -> bool:
         # Every change of a member (its disappearance included) wakes its gang.
@@ -81,6 +95,73 @@ def gang_key_for_group(group_key: str, kind: GangKind) -> str:
     """The gang key of a group object's informer key ("namespace/name")."""
     namespace, name = split_key(group_key)
     return str(GangKey(namespace=namespace or "default", kind=kind, name=name))
+
+
+# -- Node events: which work one Node change wakes (pure)
+
+
+@dataclass(frozen=True)
+class NodeWork:
+    """The pod and gang keys a Node change wakes."""
+
+    pods: frozenset[str] = frozenset()
+    gangs: frozenset[str] = frozenset()
+
+
+NO_WORK = NodeWork()
+
+
+def bind_inputs(node: KubeObject) -> tuple[object, ...]:
+    """What the bind logic (and a reader of the node's health) can see of a Node: its name, labels,
+    taints, unschedulable and the Ready condition's status. Heartbeats change none of these (they
+    touch resourceVersion, managedFields, condition heartbeat times, leases), so they wake nothing."""
+    meta: Mapping[str, Any] = node.get("metadata") or {}
+    spec: Mapping[str, Any] = node.get("spec") or {}
+    conditions = (node.get("status") or {}).get("conditions") or ()
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+    taints = tuple(
+        sorted(
+            (str(t.get("key")), str(t.get("value")), str(t.get("effect"))) for t in spec.get("taints") or ()
+        )
+    )
+    labels = tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items()))
+    return (meta.get("name"), labels, taints, bool(spec.get("unschedulable")), ready)
+
+
+def slurm_node_of(node: KubeObject, node_name_label: str | None) -> str | None:
+    """The Slurm node a Kubernetes Node stands for (as bridge.objects.NodeInfo.slurm_node_name)."""
+    meta: Mapping[str, Any] = node.get("metadata") or {}
+    if node_name_label is None:
+        return str(meta.get("name") or "") or None
+    return str((meta.get("labels") or {}).get(node_name_label) or "") or None
+
+
+def work_for_node_change(
+    old: KubeObject | None,
+    new: KubeObject | None,
+    *,
+    node_name_label: str | None,
+    keys_on_node: Callable[[str], tuple[Iterable[str], Iterable[str]]],
+    waiting_to_bind: Callable[[str], bool],
+) -> NodeWork:
+    """The work one Node event wakes: nothing when nothing the bind reads changed; otherwise the pods
+    waiting to bind whose Slurm job was allocated that node (under its old or new Slurm name), and the
+    gangs whose job was. `keys_on_node(slurm_node)` gives (pod keys, gang keys) of unfinished jobs there.
+    """
+    if old is not None and new is not None and bind_inputs(old) == bind_inputs(new):
+        return NO_WORK
+    slurm_nodes = {
+        name for obj in (old, new) if obj is not None if (name := slurm_node_of(obj, node_name_label))
+    }
+    pods: set[str] = set()
+    gangs: set[str] = set()
+    for slurm_node in slurm_nodes:
+        pod_keys, gang_keys = keys_on_node(slurm_node)
+        pods.update(key for key in pod_keys if waiting_to_bind(key))
+        gangs.update(gang_keys)
+    if not pods and not gangs:
+        return NO_WORK
+    return NodeWork(pods=frozenset(pods), gangs=frozenset(gangs))
 
 
 def _ignore(_key: str) -> None:

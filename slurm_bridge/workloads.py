@@ -19,7 +19,7 @@ from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
 from controller.pods import PodMetrics, PodReconciler
-from controller.ports import GangSlurm, ObjectReader
+from controller.ports import GangSlurm, ObjectReader, SlurmSeen
 from controller.runtime import Backoff, Controller, ControllerMetrics, WorkQueue
 from controller.slurm_jobs import SlurmJobCache
 from controller.tenant_slurm import TenantJobSubmitter, tenant_slurm_users, user_clients_for
@@ -44,6 +44,7 @@ from kube_client import (
 from slurm_bridge.exits import LeaseLost
 from slurm_bridge.health import Health
 from slurm_bridge.routing import EventRouter, gang_key_for_group
+from slurm_bridge.shared_view import SharedSlurmView
 from slurm_client import SlurmClient
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ class Workloads:
             registry=registry,
             full_relist_seconds=config.job_full_relist_seconds,
             vanish_share=config.job_vanish_confirm_share,
+            # REST v0.0.42+: a job just submitted is watched through jobs/state, not fast full lists.
+            states=slurm if _reads_job_states(slurm) else None,
         )
         events = EventRecorder(kube, "slurm-bridge-scheduler", reporting_instance=identity)
         self.pod_reconciler = PodReconciler(
@@ -156,6 +159,7 @@ class Workloads:
             pod_groups=pod_groups,
             workload_groups=workload_groups,
             jobs=self.jobs,
+            node_name_label=config.node_name_label,
         )
 
     @property
@@ -213,6 +217,7 @@ async def build_workloads(
     operator: SlurmClient,
     registry: CollectorRegistry,
     identity: str,
+    shared: SharedSlurmView | None = None,
 ) -> Workloads:
     resync = config.resync_interval_seconds
     # A group API the cluster does not serve (CRD not installed, Kubernetes < 1.37) has no informer:
@@ -220,8 +225,8 @@ async def build_workloads(
     pod_groups = await group_informer(kube, COSCHEDULING_POD_GROUPS, resync, "podgroups")
     workload_groups = await group_informer(kube, WORKLOAD_POD_GROUPS, resync, "workload-podgroups")
     metrics = ControllerMetrics(registry)  # one per registry, shared by every controller
-    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics)
-    return Workloads(
+    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics, shared)
+    workloads = Workloads(
         config,
         components,
         kube=kube,
@@ -233,6 +238,9 @@ async def build_workloads(
         metrics=metrics,
         identity=identity,
     )
+    if shared is not None:
+        shared.attach_jobs(workloads.jobs)
+    return workloads
 
 
 async def build_nodesets(
@@ -242,6 +250,7 @@ async def build_nodesets(
     slurm: SlurmClient,
     identity: str,
     metrics: ControllerMetrics,
+    seen: SlurmSeen | None = None,
 ) -> NodeSets | None:
     """The NodeSet controller, when on, part of the controller component, and the CRD is served."""
     if "controller" not in components or not config.nodeset.enabled:
@@ -273,6 +282,9 @@ async def build_nodesets(
         pods=pods,
         events=EventRecorder(kube, "slurm-bridge-nodeset-controller", reporting_instance=identity),
         resync_seconds=config.nodeset.resync_seconds,
+        seen=seen,
+        # A shared view older than a few polls means its reader is stuck: then Slurm is asked directly.
+        seen_max_age=max(10.0, 3 * config.poll_interval_seconds),
     )
     controller = Controller(
         "nodesets", reconciler, workers=2, metrics=metrics, backoff=Backoff(cap=MAX_RETRY_SECONDS)
@@ -309,6 +321,13 @@ async def group_informer(kube: KubeClient, ref: ResourceRef, resync: float, name
     return Informer(kube, ref, resync_period=resync, name=name)
 
 
+def _reads_job_states(slurm: SlurmClient) -> bool:
+    try:
+        return slurm.capabilities.supports_job_states
+    except RuntimeError:  # not discovered (a client that never spoke to Slurm): full lists only
+        return False
+
+
 def _gangs(groups: Informer | None, kind: GangKind) -> set[str]:
     keys = groups.keys() if groups is not None else []  # an Informer is no mapping
     return {gang_key_for_group(key, kind) for key in keys}
@@ -323,6 +342,8 @@ async def start_workloads(
     registry: CollectorRegistry,
     identity: str,
     health: Health,
+    *,
+    shared: SharedSlurmView | None = None,
 ) -> asyncio.Task[None]:
     """Build and start the scheduler/controller; returns the task doing the leader's work."""
     kube = await KubeClient.connect(config.kubernetes.kubeconfig)
@@ -332,7 +353,14 @@ async def start_workloads(
     log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
     refuse_unsupported(config, capabilities)  # StartupRefused: slurm_bridge/app.py says why, exit 2
     workloads = await build_workloads(
-        config, components, kube=kube, slurm=slurm, operator=operator, registry=registry, identity=identity
+        config,
+        components,
+        kube=kube,
+        slurm=slurm,
+        operator=operator,
+        registry=registry,
+        identity=identity,
+        shared=shared,
     )
     if workloads.tenant_users is not None:
         stack.push_async_callback(workloads.tenant_users.aclose)

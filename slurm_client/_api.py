@@ -9,7 +9,7 @@ values into `WireRequest`s and wire JSON into models; it never does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +20,7 @@ from ._models import (
     Job,
     JobList,
     JobSpec,
+    JobState,
     JobUpdate,
     Node,
     NodeUpdate,
@@ -44,6 +45,8 @@ class SlurmApi(Protocol):
     async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList: ...
 
     async def get_job(self, job_id: int) -> Job: ...
+
+    async def job_states(self, job_ids: Sequence[int]) -> dict[int, JobState]: ...
 
     async def submit_job(self, spec: JobSpec) -> SubmitResult: ...
 
@@ -92,6 +95,10 @@ class Adapter(Protocol):
     def list_jobs(self, update_time: int | None) -> WireRequest: ...
 
     def get_job(self, job_id: int) -> WireRequest: ...
+
+    def job_states(self, job_ids: tuple[int, ...]) -> WireRequest: ...
+
+    def parse_job_states(self, body: Body, what: str) -> dict[int, JobState]: ...
 
     def parse_jobs(self, body: Body, what: str) -> list[Job]: ...
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +52,7 @@ from ._models import (
     Job,
     JobList,
     JobSpec,
+    JobState,
     JobUpdate,
     Node,
     NodeUpdate,
@@ -468,6 +469,19 @@ class SlurmClient:
         server_time = api.server_time(reply.body)
         next_update = server_time if server_time is not None else asked_at - LOCAL_CURSOR_MARGIN_SECONDS
         return JobList(jobs=tuple(jobs), next_update_time=datetime.fromtimestamp(next_update, UTC))
+
+    async def job_states(self, job_ids: Sequence[int]) -> dict[int, JobState]:
+        """The state of only the jobs named (REST v0.0.42+, `GET jobs/state`): slurmctld packs no job
+        details, so this costs by the jobs asked about, not by the queue. A job Slurm no longer knows
+        is missing from the answer."""
+        api = await self._api()
+        if not self.capabilities.supports_job_states:
+            raise UnsupportedOperation(f"jobs/state is not available in Slurm REST API {api.name}")
+        if not job_ids:
+            return {}
+        request = api.job_states(tuple(job_ids))
+        reply = await self._execute(request)
+        return _parsed(request.what, api.parse_job_states, reply.body, request.what)
 
     async def get_job(self, job_id: int) -> Job:
         api = await self._api()

@@ -227,3 +227,4 @@ class Capabilities(_Frozen):
     supports_allocate: bool = False  # allocate (job/allocate)
     supports_batch_signal: bool = False  # cancel_job(..., batch_only=True) signals only the batch shell
     supports_admin_comment: bool = False  # JobSpec/JobUpdate admin_comment is accepted
+    supports_job_states: bool = False  # job_states(ids): GET jobs/state, the state of only the jobs named

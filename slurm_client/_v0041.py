@@ -17,3 +17,4 @@ class V0041Adapter(V0040Adapter):
 
 class V0042Adapter(V0041Adapter):
     version = "v0.0.42"
+    supports_job_states = True  # GET jobs/state (Slurm 24.11+)

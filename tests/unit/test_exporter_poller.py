@@ -351,3 +351,35 @@ async def test_stop_interrupts_a_refresh_in_flight() -> None:
     stop.set()
     await asyncio.wait_for(task, timeout=1.0)
     assert p.status.refreshes == {}
+
+
+class Feed:
+    """The workload controller's job index as the exporter sees it (exporter.JobFeed)."""
+
+    def __init__(self, jobs: tuple[Job, ...] | None) -> None:
+        self.jobs = jobs
+
+    def shared_jobs(self) -> tuple[Job, ...] | None:
+        return self.jobs
+
+
+@pytest.mark.parametrize(
+    ("feed_jobs", "published", "job_ids"),
+    [(jobs(7, 8), True, [7, 8]), ((), True, []), (None, False, None)],
+    ids=["shared-list", "shared-empty-list", "index-not-polled-yet"],
+)
+async def test_a_job_feed_replaces_the_pollers_own_job_reads(
+    feed_jobs: tuple[Job, ...] | None, published: bool, job_ids: list[int] | None
+) -> None:
+    slurm = FakeSlurm()
+    p = poller(slurm, job_feed=Feed(feed_jobs))
+    assert await p.refresh() is published
+    assert await p.refresh() is published
+    assert slurm.calls["jobs"] == 0  # one reader of Slurm's jobs per process
+    snap = p.status.snapshot
+    assert (None if snap is None else [j.job_id for j in snap.jobs]) == job_ids
+    assert p.status.errors == {}
+    assert p.status.job_polls == ({"shared": 2} if published else {})
+    if not published:
+        assert p.status.last_error == "waiting for the shared job list"
+        assert slurm.calls["nodes"] == 0

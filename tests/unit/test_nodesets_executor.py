@@ -18,8 +18,18 @@ from controller.nodesets import (
     nodeset_of_pod,
     pod_for,
 )
+from controller.ports import SeenSlurmNodes
 from kube_client import KubeObject
-from slurm_client import Job, JobState, Node, NodeState, Partition, SlurmApiError, SlurmTransportError
+from slurm_client import (
+    Job,
+    JobList,
+    JobState,
+    Node,
+    NodeState,
+    Partition,
+    SlurmApiError,
+    SlurmTransportError,
+)
 from tests.fakes.kube import FakeCache, FakeEvents, FakeKube
 from tests.fakes.slurm import FakeSlurm
 
@@ -189,13 +199,44 @@ CASES = [
 ]
 
 
+class NoReads(FakeSlurm):
+    """Slurm that must not be read: the shared view answers instead (writes still go through)."""
+
+    async def get_partition(self, name: str) -> Partition:
+        raise AssertionError("read Slurm's partition despite a fresh shared view")
+
+    async def list_nodes(self) -> tuple[Node, ...]:
+        raise AssertionError("listed Slurm's nodes despite a fresh shared view")
+
+    async def list_jobs(self) -> JobList:
+        raise AssertionError("listed Slurm's jobs despite the shared job index")
+
+
+@dataclass
+class Seen:
+    """The shared view of Slurm (slurm_bridge/shared_view.py) as the NodeSet controller reads it."""
+
+    nodes: SeenSlurmNodes | None
+    jobs: tuple[Job, ...] | None
+
+    def slurm_nodes_seen(self) -> SeenSlurmNodes | None:
+        return self.nodes
+
+    def slurm_jobs_seen(self) -> tuple[Job, ...] | None:
+        return self.jobs
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["reads-slurm", "shared-view"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-async def test_nodeset_executor(case: Case) -> None:
+async def test_nodeset_executor(case: Case, shared: bool) -> None:
+    if shared and case.slurm_down:
+        pytest.skip("the shared view has no failed read to report")
     pods = [slurmd_pod(i) for i in case.pods]
     if case.foreign_pod:
         pods.append(slurmd_pod(5, owner="someone-else"))
     partitions = [Partition(name="nodeset", nodes=DECLARED)] if case.partition else []
-    slurm = FakeSlurm(partitions=partitions, nodes=case.nodes, jobs=case.jobs)
+    slurm = (NoReads if shared else FakeSlurm)(partitions=partitions, nodes=case.nodes, jobs=case.jobs)
+    seen = Seen(SeenSlurmNodes(tuple(case.nodes), tuple(partitions), read_at=100.0), tuple(case.jobs))
     if case.slurm_down:
         slurm.fail = SlurmTransportError("connection refused", sent=False)
     if case.refuse_update:
@@ -207,6 +248,8 @@ async def test_nodeset_executor(case: Case) -> None:
         nodesets=FakeCache([nodeset(case.replicas)]),
         pods=FakeCache(pods, indexes={NODESET_INDEX: nodeset_of_pod}),
         events=events,
+        seen=seen if shared else None,
+        monotonic=lambda: 101.0,
     )
     await reconciler.reconcile(KEY)
     assert [c for c in kube.calls if c[0] in ("create", "delete")] == case.kube
@@ -299,3 +342,43 @@ def test_drain_hook_drains_then_waits_for_the_nodes_jobs() -> None:
     asks = script.index('squeue -h -w "$node"')
     drain = script.index('state=drain reason="slurm-bridge scale-in of nodeset ops/ns"')
     assert asks < drain < script.index("while busy")
+
+
+@pytest.mark.parametrize(
+    ("read_at", "now", "update_first", "reads_slurm"),
+    [
+        (100.0, 101.0, False, False),
+        (100.0, 200.0, False, True),
+        (None, 101.0, False, True),
+        (100.0, 101.0, True, True),
+    ],
+    ids=["fresh-view-used", "stale-view-reader-stuck", "no-view-yet", "view-older-than-our-drain"],
+)
+async def test_the_shared_view_is_used_only_when_fresh_and_newer_than_our_last_node_update(
+    read_at: float | None, now: float, update_first: bool, reads_slurm: bool
+) -> None:
+    partitions = [Partition(name="nodeset", nodes=DECLARED)]
+    slurm = FakeSlurm(partitions=partitions, nodes=[node(0)])
+    reads: list[str] = []
+    listing = slurm.list_nodes
+
+    async def counted_list_nodes() -> tuple[Node, ...]:
+        reads.append("nodes")
+        return await listing()
+
+    slurm.list_nodes = counted_list_nodes  # type: ignore[method-assign]
+    view = SeenSlurmNodes((node(0),), tuple(partitions), read_at=read_at) if read_at is not None else None
+    reconciler = NodeSetReconciler(
+        kube=FakeKube(),
+        slurm=slurm,
+        nodesets=FakeCache([nodeset(1)]),
+        pods=FakeCache([slurmd_pod(0)], indexes={NODESET_INDEX: nodeset_of_pod}),
+        events=FakeEvents(),
+        seen=Seen(view, ()),
+        seen_max_age=10.0,
+        monotonic=lambda: now,
+    )
+    if update_first:  # a drain sent at `now`, after the view was read
+        reconciler._node_written_at = now
+    await reconciler.reconcile(KEY)
+    assert bool(reads) is reads_slurm

@@ -444,3 +444,27 @@ def test_two_controllers_share_one_metrics_object() -> None:
     metrics = ControllerMetrics(CollectorRegistry())
     Controller("pods", ScriptedReconciler(), metrics=metrics)
     Controller("nodes", ScriptedReconciler(), metrics=metrics)
+
+
+@pytest.mark.parametrize(
+    ("queued", "expected"),
+    [
+        ({"pods": 3, "gangs": 0, "nodesets": 1}, {"pods": 3.0, "gangs": 0.0, "nodesets": 1.0}),
+        ({"pods": 0, "gangs": 2, "nodesets": 0}, {"pods": 0.0, "gangs": 2.0, "nodesets": 0.0}),
+    ],
+    ids=["pods-backlog", "gangs-backlog"],
+)
+def test_workqueue_depth_is_reported_per_controller(
+    queued: dict[str, int], expected: dict[str, float]
+) -> None:
+    registry = CollectorRegistry()
+    metrics = ControllerMetrics(registry)
+    controllers = {name: Controller(name, ScriptedReconciler(), metrics=metrics) for name in queued}
+    for name, count in queued.items():
+        for i in range(count):
+            controllers[name].enqueue(f"ns/key-{i}")
+    depth = {
+        name: registry.get_sample_value("slurm_bridge_workqueue_depth", {"controller": name})
+        for name in queued
+    }
+    assert depth == expected

@@ -727,3 +727,39 @@ async def test_end_placeholder_writes_the_exit_code_then_signals(
     else:
         assert json.loads(update.calls.last.request.content)["comment"] == sent_comment
     assert dict(cancel.calls.last.request.url.params) == query
+
+
+# --- jobs/state: the state of only the jobs named ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ids", "answer", "expected"),
+    [
+        (
+            [7, 8],
+            [{"job_id": "7", "state": ["RUNNING"]}, {"job_id": "8", "state": ["PENDING"]}],
+            {7: JobState.RUNNING, 8: JobState.PENDING},
+        ),
+        ([7], [{"job_id": 7, "state": ["COMPLETED", "COMPLETING"]}], {7: JobState.COMPLETED}),
+        ([9], [], {}),
+    ],
+    ids=["two-jobs", "flags-dropped", "unknown-job-missing"],
+)
+@respx.mock
+async def test_job_states_asks_with_one_job_id_parameter_per_job(
+    v42: SlurmClient, ids: list[int], answer: list[dict[str, Any]], expected: dict[int, JobState]
+) -> None:
+    route = respx.get(f"{URL}/slurm/v0.0.42/jobs/state/").mock(return_value=ok({"jobs": answer}))
+    assert await v42.job_states(ids) == expected
+    assert route.calls.last.request.url.params.get_list("job_id") == [str(i) for i in ids]
+
+
+async def test_job_states_needs_rest_v0042(v38: SlurmClient) -> None:
+    assert not v38.capabilities.supports_job_states
+    with pytest.raises(UnsupportedOperation):
+        await v38.job_states([1])
+
+
+async def test_job_states_of_no_job_asks_nothing(v42: SlurmClient) -> None:
+    assert v42.capabilities.supports_job_states
+    assert await v42.job_states([]) == {}

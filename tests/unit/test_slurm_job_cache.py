@@ -139,3 +139,181 @@ async def test_gang_jobs_are_indexed_by_gang_key_apart_from_pods() -> None:
     cache.record_submitted(3, JobSpec(name="pg", comment=GANG_MARKER))
     assert [j.job_id for j in cache.jobs_for_gang("ns/podgroup.scheduling.x-k8s.io/pg")] == [2, 3]
     assert cache.gang_keys() == {"ns/podgroup.scheduling.x-k8s.io/pg"}
+
+
+GANG_KEY = "ns/podgroup.scheduling.x-k8s.io/pg"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "node", "expected"),
+    [
+        ([job(1, JobState.RUNNING).model_copy(update={"nodes": ("n1",)})], "n1", ({"ns/p"}, set())),
+        ([job(1, JobState.RUNNING).model_copy(update={"nodes": ("n1",)})], "n2", (set(), set())),
+        ([job(1, JobState.COMPLETED).model_copy(update={"nodes": ("n1",)})], "n1", (set(), set())),
+        (
+            [job(2, JobState.RUNNING, GANG_MARKER).model_copy(update={"nodes": ("n1", "n2")})],
+            "n2",
+            (set(), {GANG_KEY}),
+        ),
+        (
+            [job(3, JobState.RUNNING, "someone else's").model_copy(update={"nodes": ("n1",)})],
+            "n1",
+            (set(), set()),
+        ),
+        ([job(1, JobState.PENDING)], "n1", (set(), set())),
+    ],
+    ids=["pod-on-node", "other-node", "finished", "gang-member-node", "foreign-job", "pending-no-nodes"],
+)
+def test_keys_on_node_names_only_our_unfinished_jobs_there(
+    jobs: list[Job], node: str, expected: tuple[set[str], set[str]]
+) -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
+    cache._replace(jobs, poll_started=0.0)
+    assert cache.keys_on_node(node) == expected
+
+
+def _index_of(cache: SlurmJobCache) -> tuple[object, ...]:
+    return (
+        {k: set(v) for k, v in cache._by_pod.items() if v},
+        {k: set(v) for k, v in cache._by_gang.items() if v},
+        {k: set(v) for k, v in cache._by_node.items() if v},
+        dict(cache._markers),
+        sorted(j.job_id for j in cache.shared_jobs() or ()),
+    )
+
+
+OTHER = f"slurm-bridge/v1 cluster=c1 pod=ns/q spec=0123456789ab uid={UID}"
+
+
+def placed(job_id: int, state: JobState, comment: str | None, *nodes: str) -> Job:
+    return job(job_id, state, comment).model_copy(update={"nodes": nodes})
+
+
+@pytest.mark.parametrize(
+    ("lists", "changed"),
+    [
+        ([[job(1)], [job(1)]], [1, 0]),
+        ([[job(1)], [placed(1, JobState.RUNNING, MARKER, "n1")]], [1, 1]),
+        (
+            [[placed(1, JobState.RUNNING, MARKER, "n1")], [placed(1, JobState.COMPLETED, MARKER, "n1")]],
+            [1, 1],
+        ),
+        ([[job(1), placed(2, JobState.RUNNING, GANG_MARKER, "n1", "n2")], [job(1)]], [2, 1]),
+        ([[job(1)], [job(1, comment=OTHER)]], [1, 1]),
+        ([[job(1), job(3, comment=None)], [job(3, comment=None), job(4, comment=OTHER)]], [2, 2]),
+    ],
+    ids=["repeat", "started", "finished", "gang-gone", "marker-changed", "foreign-and-new"],
+)
+def test_incremental_index_matches_a_rebuild_and_counts_changes(
+    lists: list[list[Job]], changed: list[int]
+) -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
+    counted = []
+    for jobs in lists:
+        counted.append(cache._replace(jobs, poll_started=0.0))
+        rebuilt = SlurmJobCache(
+            FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None
+        )
+        rebuilt._replace(jobs, poll_started=0.0)
+        assert _index_of(cache) == _index_of(rebuilt)
+    assert counted == changed
+
+
+async def test_a_full_list_that_repeats_the_index_is_counted_as_repeated_and_wakes_nothing() -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    seen: list[str] = []
+    same = JobList(jobs=(job(1),), next_update_time=NOW)
+    slurm = FakeSlurm([same, same, JobList(not_modified=True, next_update_time=NOW)])
+    cache = SlurmJobCache(
+        slurm, "c1", owner="slurm", poll_interval=0.001, on_change=seen.append, registry=registry
+    )
+    await run_polls(cache, slurm, 3)
+    assert seen == ["ns/p"]  # the first list only
+
+    def polls(answer: str) -> float | None:
+        return registry.get_sample_value("slurm_bridge_job_polls_total", {"answer": answer})
+
+    assert (polls("changed"), polls("repeated")) == (1.0, 1.0)
+    assert (polls("not_modified") or 0) >= 1
+
+
+class FakeStates:
+    """jobs/state and job/{id}: `states` answers, `jobs` are what a read of one job returns."""
+
+    def __init__(self, states: dict[int, JobState] | Exception, jobs: dict[int, Job]) -> None:
+        self.states = states
+        self.jobs = jobs
+        self.asked: list[list[int]] = []
+        self.read: list[int] = []
+
+    async def job_states(self, job_ids: Any) -> dict[int, JobState]:
+        self.asked.append(list(job_ids))
+        if isinstance(self.states, Exception):
+            raise self.states
+        return {i: s for i, s in self.states.items() if i in job_ids}
+
+    async def get_job(self, job_id: int) -> Job:
+        self.read.append(job_id)
+        return self.jobs[job_id]
+
+
+RUNNING_ON_N1 = placed(5, JobState.RUNNING, MARKER, "n1")
+
+
+@pytest.mark.parametrize(
+    ("states", "read", "bound_state", "watching", "polled_again"),
+    [
+        ({5: JobState.RUNNING}, [5], JobState.RUNNING, False, False),
+        ({5: JobState.PENDING}, [], JobState.PENDING, True, False),
+        ({}, [], JobState.PENDING, True, False),
+        (SlurmTransportError("reset", sent=True), [], JobState.PENDING, False, True),
+    ],
+    ids=["started-read-alone", "still-pending", "not-yet-listed", "jobs-state-fails-full-polls-take-over"],
+)
+async def test_a_just_submitted_job_is_watched_through_jobs_state_not_full_lists(
+    states: dict[int, JobState] | Exception,
+    read: list[int],
+    bound_state: JobState,
+    watching: bool,
+    polled_again: bool,
+) -> None:
+    woken: list[str] = []
+    slurm = FakeSlurm([JobList(jobs=(), next_update_time=NOW)])
+    reader = FakeStates(states, {5: RUNNING_ON_N1})
+    cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=30, on_change=woken.append, states=reader)
+    task = asyncio.create_task(cache.run())
+    await cache.wait_synced()
+    cache.record_submitted(5, JobSpec(name="p", comment=MARKER))
+    async with asyncio.timeout(2):
+        while not reader.asked:  # noqa: ASYNC110 (polling a fake, briefly)
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reader.read == read
+    assert [j.state for j in cache.jobs_for("ns/p")] == [bound_state]
+    assert bool(cache._watch) is watching
+    assert (len(slurm.calls) > 1) is polled_again  # the first full poll, then none while watching
+    if read:
+        assert woken == ["ns/p"]
+        assert cache.keys_on_node("n1") == ({"ns/p"}, set())
+
+
+def test_a_burst_beyond_the_watch_limit_is_read_as_full_lists() -> None:
+    from controller.slurm_jobs import MAX_WATCHED
+
+    cache = SlurmJobCache(
+        FakeSlurm([]),
+        "c1",
+        owner="slurm",
+        poll_interval=10,
+        on_change=lambda _k: None,
+        states=FakeStates({}, {}),
+    )
+    for i in range(MAX_WATCHED + 5):
+        cache.record_submitted(100 + i, JobSpec(name="p", comment=MARKER))
+    assert len(cache._watch) == MAX_WATCHED
+    assert cache._poll_wanted  # the rest: a full-list poll now, then fast ones
