@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,55 @@ async def test_list_jobs_really_empty_is_not_not_modified(v42: SlurmClient) -> N
     result = await v42.list_jobs(update_time=1795441170)
     assert not result.not_modified
     assert result.jobs == ()
+
+
+async def _longest_stall_while(work: Callable[[], Awaitable[Any]]) -> float:
+    """The longest the event loop went without running a 10 ms ticker while `work()` ran."""
+    longest = 0.0
+    done = False
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.monotonic()
+        while not done:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.02)
+    try:
+        await work()
+    finally:
+        done = True
+        await ticker
+    return longest
+
+
+@respx.mock
+async def test_a_big_job_list_is_read_off_the_event_loop(
+    v42: SlurmClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading a few hundred jobs took seconds on a loaded leader and starved its Lease renewals.
+    body = fixture("v0042_jobs.json")
+    body["jobs"] = [{**body["jobs"][0], "job_id": n} for n in range(1, 301)]
+    assert len(json.dumps(body)) > 64 * 1024  # the client reads answers this big in a thread
+    respx.get(f"{URL}/slurm/v0.0.42/jobs/").mock(return_value=httpx.Response(200, json=body))
+    api = await v42._api()
+    read_jobs = api.parse_jobs
+
+    def slow_parse(*args: Any) -> Any:
+        time.sleep(0.3)  # stands for a slow read of a big answer
+        return read_jobs(*args)
+
+    monkeypatch.setattr(api, "parse_jobs", slow_parse)
+    listed: list[int] = []
+
+    async def list_jobs() -> None:
+        listed.extend(job.job_id for job in (await v42.list_jobs()).jobs)
+
+    assert await _longest_stall_while(list_jobs) < 0.15
+    assert listed == list(range(1, 301))
 
 
 async def test_list_jobs_needs_aware_datetime(v42: SlurmClient) -> None:
