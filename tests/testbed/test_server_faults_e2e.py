@@ -15,10 +15,12 @@ bridges running on the shared testbed never touch these pods (nor this one their
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -41,6 +43,8 @@ pytestmark = [pytest.mark.testbed, pytest.mark.slurm_default_only]
 NAMESPACE = "faults-e2e"
 SCHEDULER = "faults-scheduler"
 CLUSTER_ID = "faults-e2e"
+LEASE = "faults-e2e"
+LEASE_NAMESPACE = "slurm-bridge-system"
 JOB_ID_LABEL = "scheduler.slinky.slurm.net/slurm-jobid"
 REQUEST_TIMEOUT = 1.5  # the bridge's slurmrestd request timeout; the slow fault answers after 3 s
 ACTIVE = ("PENDING", "RUNNING", "CONFIGURING")
@@ -110,9 +114,10 @@ class Faults:
         found = condition(pod, "PodScheduled")
         return bool(found and found.get("reason") == "SlurmJobPending" and jobs[0]["id"] in found["message"])
 
-    def assert_nothing_lost(self) -> None:
+    def assert_nothing_lost(self, *, alive: bool = True) -> None:
         """The bound pod still bound to its running job, the pending pod's job still pending."""
-        self.bridge.assert_alive()
+        if alive:
+            self.bridge.assert_alive()
         pod = self.pod(self.running)
         assert pod is not None, "the bound pod was deleted"
         assert pod["metadata"]["uid"] == self.running_uid
@@ -169,7 +174,7 @@ def faults(
     config["namespaces"] = [NAMESPACE]
     config["slurm"]["url"] = proxy.url
     config["slurm"]["request_timeout_seconds"] = REQUEST_TIMEOUT
-    config["leader_election"]["lease_name"] = "faults-e2e"
+    config["leader_election"]["lease_name"] = LEASE
     bridge = BridgeProcess(config, tmp_path_factory.mktemp("server-faults"))
     bridge.start()
     try:
@@ -271,3 +276,30 @@ def test_a_slurmrestd_fault_is_shown_never_acted_on_and_recovered(faults: Faults
     assert "Traceback" not in faults.bridge.log()[log_before:]  # (not counting the clean-up below)
     faults.cluster.delete_pod(newcomer, NAMESPACE)
     wait_for("the new pod gone", lambda: faults.pod(newcomer) is None, 30)
+
+
+def test_a_lease_taken_over_ends_the_leader_cleanly_and_a_restart_rejoins(faults: Faults) -> None:
+    """Someone else holds the Lease (as after a partition): the leader stops at once with exit status 3
+    and one ERROR line, no traceback, touching nothing; restarted, it leads again once the Lease frees."""
+    kubectl = faults.cluster.kube.kubectl
+    lease = json.loads(kubectl("-n", LEASE_NAMESPACE, "get", "lease", LEASE, "-o", "json"))
+    holder = lease["spec"]["holderIdentity"]
+    lease["spec"]["holderIdentity"] = "faults-intruder"
+    lease["spec"]["leaseDurationSeconds"] = 3  # the intruder never renews: it lapses 3 s later
+    lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    log_before = len(faults.bridge.log())
+    kubectl("replace", "-f", "-", stdin=json.dumps(lease))
+    process = faults.bridge.process
+    assert process is not None
+    assert process.wait(timeout=15) == 3
+    said = faults.bridge.log()[log_before:]
+    assert "Traceback" not in said
+    lost = [line for line in said.splitlines() if " ERROR " in line]
+    assert len(lost) == 1, lost
+    assert f"lost by {holder}: taken by 'faults-intruder'" in lost[0] and "exit 3" in lost[0]
+    faults.bridge.process = None
+    faults.assert_nothing_lost(alive=False)
+    faults.bridge.start()
+    wait_for("the restarted bridge leading", lambda: "became leader" in faults.bridge.log()[log_before:], 40)
+    wait_for("/readyz 200", lambda: faults.readiness()[0] == 200, 30)
+    faults.assert_nothing_lost()
