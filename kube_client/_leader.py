@@ -252,8 +252,14 @@ class LeaderElector:
         if self.observed_holder != config.identity:
             return False
         late = self._clock() - self._last_renewed - config.renew_deadline
-        expires_in = self._last_renewed + config.lease_duration - self._clock()
-        renewed = await self._attempt(max(expires_in, config.retry_period), only_ours=True)
+        # Wait for the answer no later than halfway between the renew deadline and the Lease's expiry:
+        # a follower may take the Lease at its expiry, and our work must have stopped by then. (A loop
+        # that was blocked past that point gets one short try: only an answer proves anything.)
+        margin = (config.lease_duration - config.renew_deadline) / 2
+        window = self._last_renewed + config.lease_duration - margin - self._clock()
+        renewed = await self._attempt(
+            window if window > 0 else min(config.retry_period, margin), only_ours=True
+        )
         if renewed:
             log.warning(
                 "%s: renewed lease %s/%s %.1f s past the renew deadline (the event loop was busy?)",

@@ -296,12 +296,36 @@ async def test_a_loop_blocked_past_the_renew_deadline_keeps_a_lease_still_held()
     # A synchronous parse of a big answer blocks the loop longer than the renew deadline (but less
     # than the lease): nobody can have taken the Lease, and the late renewal proves it.
     store = FakeLeaseStore()
-    a = elector(store, "a")
+    a = elector(store, "a", lease_duration=1.0)
     async with a.leading():
         block_the_loop(FAST["renew_deadline"] + 0.1)
         await asyncio.sleep(0.3)
         assert a.is_leader
         assert store.holder() == "a"
+
+
+async def test_a_late_renewal_that_hangs_is_given_up_before_the_lease_expires() -> None:
+    # The API server stops answering after a blocked loop overran the renew deadline: the leader stops
+    # well before a follower may take the Lease over (at lease_duration).
+    store = FakeLeaseStore()
+    a = elector(store, "a", lease_duration=1.0)
+    started = 0.0
+
+    async def hang(*_args: Any, **_kw: Any) -> KubeObject:
+        await asyncio.sleep(10)
+        raise AssertionError("unreachable")
+
+    async def lead_then_block() -> None:
+        nonlocal started
+        async with a.leading():
+            started = time.monotonic()
+            block_the_loop(FAST["renew_deadline"] + 0.05)
+            store.get = hang  # type: ignore[method-assign]
+            await asyncio.sleep(10)
+
+    with pytest.raises(LeadershipLost, match="not renewed"):
+        await lead_then_block()
+    assert time.monotonic() - started < 1.0
 
 
 async def test_a_lease_taken_while_the_loop_was_blocked_is_lost() -> None:
