@@ -405,7 +405,8 @@ class _CacheMetrics:
         self.mass_vanish = Counter(
             "slurm_bridge_job_list_mass_vanish_total",
             "Full job lists that dropped many of the bridge's active jobs at once, by outcome "
-            "(held: kept the index and read again; confirmed: a second read agreed; refuted: it did not).",
+            "(held: kept the index and read again; confirmed: a second read agreed and the missing jobs are "
+            "gone; refuted: it did not, or a missing job is still there).",
             ["outcome"],
             registry=registry,
         )

@@ -26,6 +26,7 @@ _HOP_BY_HOP = frozenset(
 
 class Fault(enum.StrEnum):
     NONE = "none"
+    DROP = "drop"  # every request: the connection closed without an answer (slurmrestd gone)
     ERROR_500 = "http-500"  # every request: 500 with a body that is not JSON
     UNAUTHORIZED = "http-401"  # every request: 401, as for a token slurmrestd does not accept
     JOBS_NULL = "jobs-null"  # the job list: 200 {"jobs": null, ...}; everything else forwarded
@@ -109,11 +110,13 @@ class FaultProxy:
         with self._lock:
             fault = self.fault
             job_list = method == "GET" and bool(_JOB_LIST.match(target.split("?", 1)[0]))
-            changed = fault in (Fault.ERROR_500, Fault.UNAUTHORIZED, Fault.SLOW) or (
+            changed = fault in (Fault.DROP, Fault.ERROR_500, Fault.UNAUTHORIZED, Fault.SLOW) or (
                 job_list and fault in (Fault.JOBS_NULL, Fault.EMPTY_OBJECT, Fault.EMPTY_LIST)
             )
             if changed:
                 self.injected[fault] += 1
+        if fault is Fault.DROP:
+            raise ConnectionResetError("fault proxy: dropped")
         if fault is Fault.ERROR_500:
             return 500, "text/plain", b"Internal Server Error (fault proxy)"
         if fault is Fault.UNAUTHORIZED:

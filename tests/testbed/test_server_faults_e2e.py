@@ -1,12 +1,13 @@
 """slurmrestd answering wrongly, against the real testbed, the bridge a real process (issue 16).
 
 A fault proxy (tests/testbed/fault_proxy.py) stands between the bridge and the real slurmrestd and, on
-demand, answers 500, 401, a job list that is `{"jobs": null}` or `{}`, or too slowly for the bridge's
-request timeout. Throughout, the bridge leads with a bound running pod and a pending one (its job
-held). For each fault: the bridge stays up and says what is wrong (/readyz, the poll-error metric, the
-log, the condition of a pod created during the fault); it never deletes the bound pod nor ends either
-job on missing data; and once the proxy forwards again it converges (the pod created during the
-fault is bound to one job).
+demand, drops the connection, answers 500 or 401, serves a job list that is `{"jobs": null}`, `{}` or
+empty, or answers too slowly for the bridge's request timeout. Throughout, the bridge leads with a bound
+running pod and a pending one (its job held). For each fault: the bridge stays up and says what is
+wrong (/readyz, a metric, the log, the condition of a pod created during the fault); it never deletes
+the bound pod nor ends either job on missing data; and once the proxy forwards again it converges (the
+pod created during the fault gets one job and is bound, or shows why its job waits). Last, the Lease is
+taken from the bridge: it stops with exit status 3 and one ERROR line, and a restart leads again.
 
 The bridge has a scheduler name, namespace, cluster id and Lease of its own, so the other tests'
 bridges running on the shared testbed never touch these pods (nor this one theirs).
@@ -230,6 +231,7 @@ POLL_ERRORS = "slurm_bridge_job_poll_errors_total"
 NOT_BELIEVED = 'slurm_bridge_job_list_mass_vanish_total{outcome="refuted"}'
 
 CASES = [
+    Case(Fault.DROP, "RemoteProtocolError", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
     Case(Fault.ERROR_500, "(HTTP 500)", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
     Case(Fault.UNAUTHORIZED, "(HTTP 401)", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
     Case(Fault.JOBS_NULL, "'jobs' is null", POLL_FAILED, POLL_ERRORS),
