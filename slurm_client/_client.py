@@ -69,7 +69,7 @@ from ._versions import (
     offered_versions,
     spec_paths,
 )
-from ._wire import JsonDict, WireRequest, error_entries, result_errors, warning_texts
+from ._wire import JsonDict, WireRequest, error_entries, loads_in_pieces, result_errors, warning_texts
 
 _log = logging.getLogger("slurm_client")
 
@@ -419,7 +419,7 @@ class SlurmClient:
         size = len(response.content)
         if size:
             try:
-                body = await self._off_loop_if_big(size, json.loads, response.content)
+                body = await self._decode(response.content)
             except (ValueError, RecursionError):
                 if status < 400:
                     raise MalformedResponse(
@@ -440,6 +440,12 @@ class SlurmClient:
         if not isinstance(body, dict):
             raise MalformedResponse(f"{request.what}: expected a JSON object", status=status)
         return _Reply(status, body, size)
+
+    async def _decode(self, content: bytes) -> object:
+        """The JSON body; a big one decoded piece by piece in a worker thread (see `loads_in_pieces`)."""
+        if len(content) < self._off_loop_bytes:
+            return json.loads(content)
+        return await asyncio.to_thread(loads_in_pieces, content)
 
     async def _off_loop_if_big(self, size: int, work: Callable[..., _T], *args: Any) -> _T:
         """`work(*args)`, in a worker thread when the answer is big (the loop keeps serving the rest)."""
@@ -485,6 +491,7 @@ class SlurmClient:
         # minus a margin: a bridge clock slightly ahead of slurmctld's must not hide a change.
         server_time = api.server_time(reply.body)
         next_update = server_time if server_time is not None else asked_at - LOCAL_CURSOR_MARGIN_SECONDS
+        await self._off_loop_if_big(reply.size, reply.body.clear)  # freeing a big answer takes time too
         return JobList(jobs=tuple(jobs), next_update_time=datetime.fromtimestamp(next_update, UTC))
 
     async def get_job(self, job_id: int) -> Job:
