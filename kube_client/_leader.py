@@ -240,7 +240,8 @@ class LeaderElector:
             remaining = self._last_renewed + config.renew_deadline - self._clock()
             if remaining <= 0:
                 return await self._renew_late()
-            if await self._attempt(remaining):
+            # One attempt may not take the whole deadline: a request hung on a dead connection would.
+            if await self._attempt(min(remaining, max(2 * config.retry_period, config.renew_deadline / 3))):
                 return True
             if self._taken_by_another():
                 return False

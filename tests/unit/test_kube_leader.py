@@ -35,6 +35,7 @@ class FakeLeaseStore:
         self.version = 0
         self.fail_writes_from: set[str] = set()  # identities whose writes fail (partitioned)
         self.failing_writes = 0  # the next N writes fail with an error that says nothing
+        self.hanging_writes = 0  # the next N writes land, but their answer never comes
 
     def _stamp(self, body: Mapping[str, Any]) -> KubeObject:
         self.version += 1
@@ -77,6 +78,9 @@ class FakeLeaseStore:
         if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
             raise Conflict(409, "Conflict", "the object has been modified")
         self.leases[name] = self._stamp(body)
+        if self.hanging_writes:
+            self.hanging_writes -= 1
+            await asyncio.sleep(60)
         return copy.deepcopy(self.leases[name])
 
     def _check_partition(self, body: Mapping[str, Any]) -> None:
@@ -343,3 +347,19 @@ async def test_a_lease_taken_while_the_loop_was_blocked_is_lost() -> None:
     with pytest.raises(LeadershipLost, match="taken by 'b'"):
         await lead_then_block()
     assert not a.is_leader
+
+
+async def test_a_renewal_whose_answer_never_comes_is_retried_before_the_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The reported symptom: a renewal landed but its answer was lost; the leader waited out the whole
+    # deadline on it and then gave up a Lease that still named it ("holder now '<itself>'").
+    store = FakeLeaseStore()
+    a = elector(store, "a", lease_duration=1.2, renew_deadline=0.8, retry_period=0.1)
+    async with a.leading():
+        store.hanging_writes = 1
+        await asyncio.sleep(1.5)
+        assert a.is_leader
+        assert store.holder() == "a"
+    assert "no answer within" in caplog.text
+    assert "past the renew deadline" not in caplog.text  # retried in time, not rescued late
