@@ -7,6 +7,7 @@ gone" as done. A failure raises: the work queue retries the whole key (controlle
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -68,6 +69,10 @@ class PodEffects:
                 self._jobs.submit_outcome_unknown()  # it may exist: never submit blindly again
             await tell(Reason.SLURM_UNAVAILABLE, f"cannot submit to Slurm ({error}); retrying")
             raise RetryLater(f"cannot submit to Slurm: {error}") from error
+        except asyncio.CancelledError:
+            # Cut short (the reconcile deadline, a lost Lease, shutdown) with the request perhaps sent.
+            self._jobs.submit_outcome_unknown()
+            raise
         self._jobs.record_submitted(result.job_id, spec)
         return result.job_id
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections import defaultdict
@@ -28,7 +29,7 @@ from controller.job_index_guard import (
     check_vanished,
     full_relist_due,
 )
-from slurm_client import Job, JobList, JobSpec, JobState, SlurmError
+from slurm_client import Job, JobList, JobNotFound, JobSpec, JobState, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,22 @@ FAST_POLL_WINDOW = 3.0
 WATCH_INTERVAL = 0.1
 WATCH_SECONDS = 30.0
 MAX_WATCHED = 100
+# A mass vanish seen twice is checked by looking up this many of the missing jobs one by one.
+VANISH_LOOKUPS = 3
+
+
+class _Verdict(enum.Enum):
+    BELIEVE = enum.auto()
+    RE_READ = enum.auto()  # suspicious: read the full list again, soon
+    DISTRUST = enum.auto()  # a missing job is still there (or could not be looked up): keep the index
 
 
 class JobLister(Protocol):
     """What the cache needs of the Slurm client (SlurmClient fits; tests pass a fake)."""
 
     async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList: ...
+
+    async def get_job(self, job_id: int) -> Job: ...
 
 
 class JobStateReader(Protocol):
@@ -284,9 +295,6 @@ class SlurmJobCache:
             log.warning("Slurm job poll failed (%d in a row, next try in %.1fs): %s", failures, delay, error)
             await asyncio.sleep(delay)
             return failures
-        self._last_poll_started = started
-        self.healthy = True
-        self.last_error = None
         self._metrics.poll_seconds.observe(time.monotonic() - started)
         if full:
             self._last_full = started
@@ -298,10 +306,15 @@ class SlurmJobCache:
             self._applied_as_of = started
             self._metrics.polls.labels("not_modified").inc()
         else:
-            if not self._believe(answer.jobs):
+            verdict = await self._believe(answer.jobs)
+            if verdict is not _Verdict.BELIEVE:
                 self._metrics.polls.labels("changed").inc()
-                # Keep the index and the cursor; read the full list again, soon.
-                await asyncio.sleep(min(FAST_POLL_INTERVAL, self._poll_interval))
+                # Keep the index and the cursor; read the full list again (soon, the first time).
+                # A list not believed showed nothing: an uncertain submit stays uncertain.
+                soon = verdict is _Verdict.RE_READ
+                await asyncio.sleep(
+                    min(FAST_POLL_INTERVAL, self._poll_interval) if soon else self._poll_interval
+                )
                 self._poll_wanted = True
                 return -1
             self._next_update = answer.next_update_time
@@ -310,6 +323,9 @@ class SlurmJobCache:
             # the cursor names; a bump of its update time that no job shows looks the same).
             self._metrics.polls.labels("changed" if changed or full else "repeated").inc()
             self._applied_as_of = started
+        self._last_poll_started = started
+        self.healthy = True
+        self.last_error = None
         if not self._synced.is_set():
             self._synced.set()
         return 0
@@ -373,15 +389,16 @@ class SlurmJobCache:
         if self._on_gang_change is not None and (gang := self._gang_key_of(job)) is not None:
             self._on_gang_change(gang)
 
-    def _believe(self, jobs: Sequence[Job]) -> bool:
-        """False when a full list drops many of our active jobs at once and has not been confirmed."""
+    async def _believe(self, jobs: Sequence[Job]) -> _Verdict:
+        """Whether a full list may replace the index: not when it drops many of our active jobs at once,
+        until a second read agrees AND the missing jobs, looked up one by one, are really gone."""
         check = check_vanished(
             self._jobs, {job.job_id for job in jobs}, self._is_ours, share=self._vanish_share
         )
         held, self._held_back = self._held_back, None
         if held is None:
             if not check.suspicious:
-                return True
+                return _Verdict.BELIEVE
             log.warning(
                 "Slurm's job list drops %s at once; keeping the job index and reading the list again "
                 "before acting on it",
@@ -389,17 +406,39 @@ class SlurmJobCache:
             )
             self._metrics.mass_vanish.labels("held").inc()
             self._held_back = check
-            return False
-        if check.suspicious:
-            log.warning("a second read of Slurm's job list confirms: %s; accepting it", check.describe())
-            self._metrics.mass_vanish.labels("confirmed").inc()
-        else:
+            return _Verdict.RE_READ
+        if not check.suspicious:
             log.warning(
                 "a second read of Slurm's job list does not confirm the first (%s); the first is ignored",
                 held.describe(),
             )
             self._metrics.mass_vanish.labels("refuted").inc()
-        return True
+            return _Verdict.BELIEVE
+        still_there = await self._still_there(check.vanished[:VANISH_LOOKUPS])
+        if still_there is None:
+            log.warning("a second read of Slurm's job list confirms: %s; accepting it", check.describe())
+            self._metrics.mass_vanish.labels("confirmed").inc()
+            return _Verdict.BELIEVE
+        # A list that omits jobs slurmctld still has is wrong (a proxy, a broken or foreign slurmrestd):
+        # acting on it would delete every bound pod. Keep the index and keep checking.
+        self._metrics.mass_vanish.labels("refuted").inc()
+        self._held_back = check
+        self.healthy = False
+        self.last_error = f"Slurm's job list drops {check.describe()}, but {still_there}; not believed"
+        log.warning("%s", self.last_error)
+        return _Verdict.DISTRUST
+
+    async def _still_there(self, job_ids: Sequence[int]) -> str | None:
+        """None when every job is gone (JobNotFound), else what shows one is not (or may not be)."""
+        for job_id in job_ids:
+            try:
+                job = await self._slurm.get_job(job_id)
+            except JobNotFound:
+                continue
+            except SlurmError as error:
+                return f"looking up job {job_id} failed ({error})"
+            return f"job {job_id} is still there ({job.state.value})"
+        return None
 
     def _is_ours(self, job: Job) -> bool:
         return self._pod_key_of(job) is not None or self._gang_key_of(job) is not None
@@ -528,7 +567,8 @@ class _CacheMetrics:
         self.mass_vanish = Counter(
             "slurm_bridge_job_list_mass_vanish_total",
             "Full job lists that dropped many of the bridge's active jobs at once, by outcome "
-            "(held: kept the index and read again; confirmed: a second read agreed; refuted: it did not).",
+            "(held: kept the index and read again; confirmed: a second read agreed and the missing jobs are "
+            "gone; refuted: it did not, or a missing job is still there).",
             ["outcome"],
             registry=registry,
         )

@@ -130,7 +130,11 @@ class LeaderElector:
                 return
             await asyncio.sleep(self.config.retry_period * (1 + 0.2 * self._rng.random()))
 
-    async def _try_acquire_or_renew(self) -> bool:
+    async def _try_acquire_or_renew(self, *, only_ours: bool = False) -> bool:
+        """One round: create, take over (expired), or renew; False when the Lease is not ours to take.
+
+        `only_ours`: renew only a Lease that still names this identity (never re-take a free one).
+        """
         config = self.config
         attempt_started = self._clock()  # before the write: the followers' timers start after it
         now = utc_now_rfc3339(micro=True)
@@ -138,6 +142,8 @@ class LeaderElector:
         try:
             lease = await self._store.get(LEASES, config.lease_name, namespace=config.namespace)
         except NotFound:
+            if only_ours:
+                return False
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -159,6 +165,8 @@ class LeaderElector:
         self._observe(lease)
         spec = dict(lease.get("spec") or {})
         holder = spec.get("holderIdentity") or ""
+        if only_ours and holder != config.identity:
+            return False
         if holder and holder != config.identity and not self._observed_expired():
             return False
         if holder != config.identity:
@@ -203,36 +211,80 @@ class LeaderElector:
         duration = float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
         return self._clock() >= self._observed_at + duration
 
-    async def _keep_renewed(self, on_lost: Callable[[], None]) -> None:
-        """Renew every retry period; call `on_lost` once renewing failed for `renew_deadline`."""
+    async def _keep_renewed(self, on_lost: Callable[[str], None]) -> None:
+        """Renew every retry period; call `on_lost(why)` once the Lease is lost."""
         config = self.config
         while True:
             await asyncio.sleep(config.retry_period)
-            renewed = False
-            remaining = self._last_renewed + config.renew_deadline - self._clock()
-            if remaining > 0:
-                try:
-                    async with asyncio.timeout(remaining):
-                        renewed = await self._try_acquire_or_renew()
-                except (KubeError, TimeoutError) as exc:
-                    why = str(exc) or f"no answer within {remaining:.1f} s"  # a timeout says nothing
-                    log.warning(
-                        "%s: renewing lease failed (retrying until the deadline): %s", config.identity, why
-                    )
-            if renewed:
+            if await self._renew_before_deadline():
                 continue
-            taken = self.observed_holder not in ("", config.identity)
-            if taken or self._clock() >= self._last_renewed + config.renew_deadline:
-                self._is_leader = False
-                log.warning(
-                    "%s: lost lease %s/%s (holder now %r)",
-                    config.identity,
-                    config.namespace,
-                    config.lease_name,
-                    self.observed_holder,
-                )
-                on_lost()
-                return
+            self._is_leader = False
+            holder = self.observed_holder
+            taken = holder not in ("", config.identity)
+            on_lost(
+                f"{'taken by ' + repr(holder) if taken else 'not renewed'} "
+                f"{self._clock() - self._last_renewed:.1f} s after the last renewal"
+            )
+            return
+
+    async def _renew_before_deadline(self) -> bool:
+        """Renew, retrying failures until the renew deadline; False once the Lease is lost.
+
+        A Lease read back as held by another identity is lost at once. One still held by us is not:
+        a Conflict there only means an earlier write of ours (timed out here) landed, and a renewal
+        that succeeds after the deadline (a busy event loop woke the renewer late) is kept, since the
+        compare-and-swap proves nobody took the Lease in between.
+        """
+        config = self.config
+        while True:
+            remaining = self._last_renewed + config.renew_deadline - self._clock()
+            if remaining <= 0:
+                return await self._renew_late()
+            # One attempt may not take the whole deadline: a request hung on a dead connection would.
+            if await self._attempt(min(remaining, max(2 * config.retry_period, config.renew_deadline / 3))):
+                return True
+            if self._taken_by_another():
+                return False
+            await asyncio.sleep(min(config.retry_period / 4, remaining))
+
+    async def _renew_late(self) -> bool:
+        """One last renewal past the renew deadline, kept only if the Lease is still ours."""
+        config = self.config
+        if self.observed_holder != config.identity:
+            return False
+        late = self._clock() - self._last_renewed - config.renew_deadline
+        # Wait for the answer no later than halfway between the renew deadline and the Lease's expiry:
+        # a follower may take the Lease at its expiry, and our work must have stopped by then. (A loop
+        # that was blocked past that point gets one short try: only an answer proves anything.)
+        margin = (config.lease_duration - config.renew_deadline) / 2
+        window = self._last_renewed + config.lease_duration - margin - self._clock()
+        renewed = await self._attempt(
+            window if window > 0 else min(config.retry_period, margin), only_ours=True
+        )
+        if renewed:
+            log.warning(
+                "%s: renewed lease %s/%s %.1f s past the renew deadline (the event loop was busy?)",
+                config.identity,
+                config.namespace,
+                config.lease_name,
+                late,
+            )
+        return renewed
+
+    async def _attempt(self, within: float, *, only_ours: bool = False) -> bool:
+        """One renewal within `within` seconds; a failure is logged with its type (some say nothing else)."""
+        try:
+            async with asyncio.timeout(within):
+                return await self._try_acquire_or_renew(only_ours=only_ours)
+        except TimeoutError:
+            why = f"no answer within {within:.1f} s"
+        except Exception as exc:  # any: a renewer that died would let the Lease expire unseen
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.warning("%s: renewing lease failed (retrying until the deadline): %s", self.config.identity, why)
+        return False
+
+    def _taken_by_another(self) -> bool:
+        return self.observed_holder not in ("", self.config.identity)
 
     async def release(self) -> None:
         """Hand the lease back (holder cleared) so a follower can take over at once."""
@@ -267,6 +319,7 @@ class _Leadership:
         self._renewer: asyncio.Task[None] | None = None
         self._body_running = False
         self._cancel_sent = False
+        self._why = ""
 
     async def __aenter__(self) -> LeaderElector:
         self._task = asyncio.current_task()
@@ -279,9 +332,10 @@ class _Leadership:
         )
         return self._elector
 
-    def _on_lost(self) -> None:
+    def _on_lost(self, why: str) -> None:
         # Runs in the renewer task; the flag is checked synchronously, so a body that already
         # finished is never cancelled by mistake.
+        self._why = why
         if self._body_running and self._task is not None:
             self._cancel_sent = True
             self._task.cancel(msg="leader election lease lost")
@@ -299,7 +353,10 @@ class _Leadership:
             if self._task.uncancel() == 0 and (
                 exc_type is None or issubclass(exc_type, asyncio.CancelledError)
             ):
-                raise LeadershipLost(f"lease {self._elector.config.lease_name} lost") from exc
+                config = self._elector.config
+                raise LeadershipLost(
+                    f"lease {config.namespace}/{config.lease_name} lost by {config.identity}: {self._why}"
+                ) from exc
             return
         if self._elector.config.release_on_exit:
             try:

@@ -7,6 +7,7 @@ failure into the `_errors` tree; what to send and how to read the answer is the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -69,13 +70,16 @@ from ._versions import (
     offered_versions,
     spec_paths,
 )
-from ._wire import JsonDict, WireRequest, error_entries, result_errors, warning_texts
+from ._wire import JsonDict, WireRequest, error_entries, loads_in_pieces, result_errors, warning_texts
 
 _log = logging.getLogger("slurm_client")
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 # job/allocate blocks until the allocation is granted (or refused, with immediate=True).
 ALLOCATE_TIMEOUT = 60.0
+# Answers at least this big are decoded and read in a worker thread: a job list of a few hundred jobs
+# (about 5 KiB each) read on the event loop holds up everything else, Lease renewals included.
+OFF_LOOP_BYTES = 64 * 1024
 _SPEC_PATHS = ("/openapi/v3", "/openapi.json", "/openapi")
 
 
@@ -105,6 +109,7 @@ NO_RETRY = RetryPolicy(attempts=1)
 class _Reply:
     status: int
     body: JsonDict
+    size: int = 0  # bytes on the wire
 
 
 def _epoch(value: datetime | int | None) -> int | None:
@@ -182,6 +187,7 @@ class SlurmClient:
         max_connections: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        off_loop_bytes: int = OFF_LOOP_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._retry = retry or RetryPolicy()
@@ -195,6 +201,7 @@ class SlurmClient:
             headers={"Accept": "application/json", "User-Agent": "slurm-client/0.1"},
         )
         self._sleep = sleep
+        self._off_loop_bytes = off_loop_bytes
         self._allocate_timeout = allocate_timeout
         self._adapter: Adapter | None = None
         self._capabilities: Capabilities | None = None
@@ -410,9 +417,10 @@ class SlurmClient:
         if status == 304:
             return _Reply(status, {})
         body: object = None
-        if response.content:
+        size = len(response.content)
+        if size:
             try:
-                body = response.json()
+                body = await self._decode(response.content)
             except (ValueError, RecursionError):
                 if status < 400:
                     raise MalformedResponse(
@@ -432,7 +440,23 @@ class SlurmClient:
             raise failure
         if not isinstance(body, dict):
             raise MalformedResponse(f"{request.what}: expected a JSON object", status=status)
-        return _Reply(status, body)
+        return _Reply(status, body, size)
+
+    async def _decode(self, content: bytes) -> object:
+        """The JSON body; a big one decoded piece by piece in a worker thread (see `loads_in_pieces`)."""
+        if len(content) < self._off_loop_bytes:
+            return json.loads(content)
+        return await asyncio.to_thread(loads_in_pieces, content)
+
+    async def _off_loop_if_big(self, size: int, work: Callable[..., _T], *args: Any) -> _T:
+        """`work(*args)`, in a worker thread when the answer is big (the loop keeps serving the rest)."""
+        if size < self._off_loop_bytes:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
+
+    async def _read(self, reply: _Reply, what: str, parse: Callable[..., _T], *args: Any) -> _T:
+        """The adapter's reading of `reply` (see `_parsed`), off the event loop when it is big."""
+        return await self._off_loop_if_big(reply.size, _parsed, what, parse, *args)
 
     # --- operations -----------------------------------------------------------------------------
 
@@ -460,7 +484,7 @@ class SlurmClient:
         if reply.status == 304:
             # Nothing changed since `since`: keep it (Slurm's own clock decided, not ours).
             return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
-        jobs = _parsed(request.what, api.parse_jobs, reply.body, request.what)
+        jobs = await self._read(reply, request.what, api.parse_jobs, reply.body, request.what)
         if since is not None and not jobs and api.unchanged_since(reply.body):
             return JobList(not_modified=True, next_update_time=_cursor(since, asked_at))
         # slurmctld's own time of this answer; it compares `update_time - 1` with its last change, so
@@ -468,6 +492,7 @@ class SlurmClient:
         # minus a margin: a bridge clock slightly ahead of slurmctld's must not hide a change.
         server_time = api.server_time(reply.body)
         next_update = server_time if server_time is not None else asked_at - LOCAL_CURSOR_MARGIN_SECONDS
+        await self._off_loop_if_big(reply.size, reply.body.clear)  # freeing a big answer takes time too
         return JobList(jobs=tuple(jobs), next_update_time=datetime.fromtimestamp(next_update, UTC))
 
     async def job_states(self, job_ids: Sequence[int]) -> dict[int, JobState]:
@@ -487,7 +512,7 @@ class SlurmClient:
         api = await self._api()
         request = api.get_job(job_id)
         reply = await self._execute(request)
-        jobs = _parsed(request.what, api.parse_jobs, reply.body, request.what)
+        jobs = await self._read(reply, request.what, api.parse_jobs, reply.body, request.what)
         for job in jobs:
             if job.job_id == job_id:
                 return job
@@ -572,13 +597,13 @@ class SlurmClient:
         api = await self._api()
         request = api.list_nodes()
         reply = await self._execute(request)
-        return tuple(_parsed(request.what, api.parse_nodes, reply.body, request.what))
+        return tuple(await self._read(reply, request.what, api.parse_nodes, reply.body, request.what))
 
     async def get_node(self, name: str) -> Node:
         api = await self._api()
         request = api.get_node(name)
         reply = await self._execute(request)
-        for node in _parsed(request.what, api.parse_nodes, reply.body, request.what):
+        for node in await self._read(reply, request.what, api.parse_nodes, reply.body, request.what):
             if node.name == name:
                 return node
         raise NodeNotFound(f"{request.what}: node {name!r} is not in the answer", status=reply.status)
@@ -600,14 +625,14 @@ class SlurmClient:
         api = await self._api()
         request = api.list_partitions()
         reply = await self._execute(request)
-        return tuple(_parsed(request.what, api.parse_partitions, reply.body, request.what))
+        return tuple(await self._read(reply, request.what, api.parse_partitions, reply.body, request.what))
 
     async def get_partition(self, name: str) -> Partition:
         api = await self._api()
         request = api.get_partition(name)
         reply = await self._execute(request)
         try:
-            partitions = _parsed(request.what, api.parse_partitions, reply.body, request.what)
+            partitions = await self._read(reply, request.what, api.parse_partitions, reply.body, request.what)
         except MissingCollection:
             # 26.05 answers an unknown partition with HTTP 200, no list and a warning saying so;
             # without that warning a missing list stays an error, never a "not found".

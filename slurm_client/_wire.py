@@ -4,7 +4,9 @@ GRES strings, `errors[]` entries)."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +46,77 @@ class WireRequest:
     @property
     def what(self) -> str:
         return f"{self.method} {self.path}"
+
+
+_BLANK = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def loads_in_pieces(content: bytes) -> object:
+    """`json.loads(content)`, decoding a top-level object's lists one element at a time.
+
+    json's decoder holds the GIL until it is done, so decoding a big job list even in a worker thread
+    stops the event loop for as long. Decoded piece by piece (one job at a time), the thread lets the
+    loop run between pieces. Bad JSON raises ValueError, as json.loads does.
+    """
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.loads(content)  # another encoding json detects (or not JSON at all)
+    at = _blank_after(text, 0)
+    if not text.startswith("{", at):
+        return json.loads(text)
+    result: dict[str, object] = {}
+    at = _blank_after(text, at + 1)
+    if text.startswith("}", at):
+        at += 1
+    else:
+        while True:
+            key, at = _DECODER.raw_decode(text, at)
+            if not isinstance(key, str):
+                raise ValueError(f"expected a member name at {at}")
+            at = _blank_after(text, at)
+            if not text.startswith(":", at):
+                raise ValueError(f"expected ':' at {at}")
+            at = _blank_after(text, at + 1)
+            if text.startswith("[", at):
+                result[key], at = _list_in_pieces(text, at)
+            else:
+                result[key], at = _DECODER.raw_decode(text, at)
+            at = _blank_after(text, at)
+            if text.startswith(",", at):
+                at = _blank_after(text, at + 1)
+            elif text.startswith("}", at):
+                at += 1
+                break
+            else:
+                raise ValueError(f"expected ',' or '}}' at {at}")
+    if _blank_after(text, at) != len(text):
+        raise ValueError(f"extra data at {at}")
+    return result
+
+
+def _list_in_pieces(text: str, at: int) -> tuple[list[object], int]:
+    items: list[object] = []
+    at = _blank_after(text, at + 1)
+    if text.startswith("]", at):
+        return items, at + 1
+    while True:
+        item, at = _DECODER.raw_decode(text, at)
+        items.append(item)
+        at = _blank_after(text, at)
+        if text.startswith(",", at):
+            at = _blank_after(text, at + 1)
+        elif text.startswith("]", at):
+            return items, at + 1
+        else:
+            raise ValueError(f"expected ',' or ']' at {at}")
+
+
+def _blank_after(text: str, at: int) -> int:
+    found = _BLANK.match(text, at)
+    assert found is not None  # the pattern matches the empty string
+    return found.end()
 
 
 def number(value: object) -> int | None:

@@ -132,9 +132,17 @@ def test_full_relist_due(now: float, last: float, every: float, due: bool) -> No
 
 
 class FakeSlurm:
-    def __init__(self, answers: list[Any]) -> None:
+    def __init__(self, answers: list[Any], *, still_there: tuple[Job, ...] = ()) -> None:
         self.answers = answers
         self.calls: list[datetime | int | None] = []
+        self.still_there = {j.job_id: j for j in still_there}  # what GET job/<id> finds
+        self.looked_up: list[int] = []
+
+    async def get_job(self, job_id: int) -> Job:
+        self.looked_up.append(job_id)
+        if job_id not in self.still_there:
+            raise JobNotFound(f"job {job_id} not found", status=404)
+        return self.still_there[job_id]
 
     async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList:
         self.calls.append(update_time)
@@ -198,6 +206,59 @@ async def test_a_confirmed_mass_vanish_is_accepted(caplog: pytest.LogCaptureFixt
     assert seen == ["ns/p1", "ns/p2", "ns/p1", "ns/p2"]
     assert "confirms" in caplog.text
     assert sample(registry, "slurm_bridge_job_list_mass_vanish_total", outcome="confirmed") == 1
+
+
+async def test_a_list_read_twice_without_jobs_slurmctld_still_has_is_not_believed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A wrong slurmrestd (or a proxy) answering an empty list every time: the second read agrees with
+    # the first, but the missing jobs, looked up one by one, are still there.
+    registry = CollectorRegistry()
+    seen: list[str] = []
+    slurm = FakeSlurm([listed(job(1), job(2))] + [listed()] * 20, still_there=(job(1),))
+    cache = make_cache(slurm, seen, registry)
+    with caplog.at_level(logging.WARNING, logger="controller.slurm_jobs"):
+        await run_polls(cache, slurm, 6)
+    assert [j.job_id for j in cache.owned_jobs()] == [1, 2]
+    assert seen == ["ns/p1", "ns/p2"]
+    assert slurm.looked_up[0] == 1
+    assert not cache.healthy
+    assert "job 1 is still there (RUNNING); not believed" in str(cache.last_error)
+    assert "confirms" not in caplog.text
+    assert sample(registry, "slurm_bridge_job_list_mass_vanish_total", outcome="refuted") >= 1
+
+
+async def test_a_mass_vanish_whose_lookup_fails_is_not_believed() -> None:
+    class LookupFails(FakeSlurm):
+        async def get_job(self, job_id: int) -> Job:
+            raise SlurmTimeout("slow", sent=True)
+
+    registry = CollectorRegistry()
+    seen: list[str] = []
+    slurm = LookupFails([listed(job(1)), listed(), listed(), listed(job(1))])
+    cache = make_cache(slurm, seen, registry)
+    await run_polls(cache, slurm, 5)
+    assert [j.job_id for j in cache.owned_jobs()] == [1]
+    assert seen == ["ns/p1"]
+    assert cache.healthy  # the last list had the job again
+
+
+async def test_a_held_list_does_not_settle_an_uncertain_submit() -> None:
+    # A list not believed shows nothing about a submit whose outcome is unknown: no second submit yet.
+    slurm = FakeSlurm([listed(job(1)), listed(), listed()], still_there=(job(1),))
+    cache = make_cache(slurm, [], CollectorRegistry(), poll_interval=10)
+    task = asyncio.create_task(cache.run())
+    await cache.wait_synced()
+    cache.submit_outcome_unknown()
+    deadline = time.monotonic() + 5
+    while len(slurm.calls) < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(slurm.calls) == 3
+    assert not cache.settled
 
 
 async def test_a_held_list_survives_a_failed_re_read() -> None:
@@ -283,18 +344,23 @@ async def no_sleep(_: float) -> None:
         pytest.param(httpx.Response(200, json={"errors": [], "warnings": []}), id="200-without-jobs"),
         pytest.param(httpx.Response(200, json={"jobs": None, "errors": []}), id="200-jobs-null"),
         pytest.param(jobs_reply(), id="200-empty-list-once"),
+        pytest.param([jobs_reply()] * 10, id="200-empty-list-again-and-again"),
         pytest.param(httpx.Response(200, json={"jobs": "garbage"}), id="200-jobs-not-a-list"),
         pytest.param(httpx.Response(500, text="oops"), id="bare-500"),
     ],
 )
 @respx.mock
-async def test_a_bad_answer_never_empties_the_index(fault: httpx.Response) -> None:
-    answers = [jobs_reply(1, 2, 3), fault]
+async def test_a_bad_answer_never_empties_the_index(fault: httpx.Response | list[httpx.Response]) -> None:
+    answers = [jobs_reply(1, 2, 3), *(fault if isinstance(fault, list) else [fault])]
 
     def answer(_request: httpx.Request) -> httpx.Response:
         return answers.pop(0) if answers else jobs_reply(1, 2, 3)
 
     route = respx.get(f"{URL}/slurm/v0.0.42/jobs/").mock(side_effect=answer)
+    # GET job/<id> still finds each job
+    respx.get(url__regex=rf"{URL}/slurm/v0\.0\.42/job/\d+").mock(
+        side_effect=lambda request: jobs_reply(int(request.url.path.rstrip("/").rsplit("/", 1)[1]))
+    )
     registry = CollectorRegistry()
     seen: list[str] = []
     async with SlurmClient(
@@ -313,16 +379,17 @@ async def test_a_bad_answer_never_empties_the_index(fault: httpx.Response) -> No
             on_change=seen.append,
             registry=registry,
         )
+        polls = len(answers) + 3
         task = asyncio.create_task(cache.run())
         deadline = time.monotonic() + 5
-        while route.call_count < 5 and time.monotonic() < deadline:
+        while route.call_count < polls and time.monotonic() < deadline:
             await asyncio.sleep(0.0005)
             if cache.synced:  # from the first answer on, the index lists all three jobs
                 assert [j.job_id for j in cache.owned_jobs()] == [1, 2, 3]
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert route.call_count >= 5
+    assert route.call_count >= polls
     assert seen == ["ns/p1", "ns/p2", "ns/p3"]
 
 

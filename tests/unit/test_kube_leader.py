@@ -34,6 +34,8 @@ class FakeLeaseStore:
         self.leases: dict[str, KubeObject] = {}
         self.version = 0
         self.fail_writes_from: set[str] = set()  # identities whose writes fail (partitioned)
+        self.failing_writes = 0  # the next N writes fail with an error that says nothing
+        self.hanging_writes = 0  # the next N writes land, but their answer never comes
 
     def _stamp(self, body: Mapping[str, Any]) -> KubeObject:
         self.version += 1
@@ -76,9 +78,15 @@ class FakeLeaseStore:
         if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
             raise Conflict(409, "Conflict", "the object has been modified")
         self.leases[name] = self._stamp(body)
+        if self.hanging_writes:
+            self.hanging_writes -= 1
+            await asyncio.sleep(60)
         return copy.deepcopy(self.leases[name])
 
     def _check_partition(self, body: Mapping[str, Any]) -> None:
+        if self.failing_writes:
+            self.failing_writes -= 1
+            raise KubeTransportError("")
         writer = (body.get("spec") or {}).get("holderIdentity")
         if writer in self.fail_writes_from or (not writer and self.fail_writes_from):
             raise KubeTransportError("network partition")
@@ -227,7 +235,7 @@ async def test_someone_else_holding_the_lease_is_a_loss_right_away() -> None:
             started = time.monotonic()
             await asyncio.sleep(10)
 
-    with pytest.raises(LeadershipLost):
+    with pytest.raises(LeadershipLost, match="taken by 'intruder'"):
         await lead_then_get_overwritten()
     assert time.monotonic() - started < 0.3
 
@@ -268,3 +276,90 @@ async def test_work_that_ends_with_an_error_still_releases() -> None:
         async with a.leading():
             raise RuntimeError("bug")
     assert not store.holder()
+
+
+def block_the_loop(seconds: float) -> None:
+    """What a synchronous parse of a big answer does to every other task."""
+    time.sleep(seconds)
+
+
+async def test_a_renewal_that_fails_once_is_retried_before_the_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One retry period fits in the renew deadline: the failed renewal must be retried sooner.
+    store = FakeLeaseStore()
+    a = elector(store, "a", lease_duration=0.8, renew_deadline=0.5, retry_period=0.3)
+    async with a.leading():
+        store.failing_writes = 1
+        await asyncio.sleep(1.5)
+        assert a.is_leader
+    assert "renewing lease failed (retrying until the deadline): KubeTransportError" in caplog.text
+
+
+async def test_a_loop_blocked_past_the_renew_deadline_keeps_a_lease_still_held() -> None:
+    # A synchronous parse of a big answer blocks the loop longer than the renew deadline (but less
+    # than the lease): nobody can have taken the Lease, and the late renewal proves it.
+    store = FakeLeaseStore()
+    a = elector(store, "a", lease_duration=1.0)
+    async with a.leading():
+        block_the_loop(FAST["renew_deadline"] + 0.1)
+        await asyncio.sleep(0.3)
+        assert a.is_leader
+        assert store.holder() == "a"
+
+
+async def test_a_late_renewal_that_hangs_is_given_up_before_the_lease_expires() -> None:
+    # The API server stops answering after a blocked loop overran the renew deadline: the leader stops
+    # well before a follower may take the Lease over (at lease_duration).
+    store = FakeLeaseStore()
+    a = elector(store, "a", lease_duration=1.0)
+    started = 0.0
+
+    async def hang(*_args: Any, **_kw: Any) -> KubeObject:
+        await asyncio.sleep(10)
+        raise AssertionError("unreachable")
+
+    async def lead_then_block() -> None:
+        nonlocal started
+        async with a.leading():
+            started = time.monotonic()
+            block_the_loop(FAST["renew_deadline"] + 0.05)
+            store.get = hang  # type: ignore[method-assign]
+            await asyncio.sleep(10)
+
+    with pytest.raises(LeadershipLost, match="not renewed"):
+        await lead_then_block()
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_lease_taken_while_the_loop_was_blocked_is_lost() -> None:
+    store = FakeLeaseStore()
+    a = elector(store, "a")
+
+    async def lead_then_block() -> None:
+        async with a.leading():
+            block_the_loop(FAST["lease_duration"] + 0.1)
+            lease = store.leases["bridge"]
+            lease["spec"]["holderIdentity"] = "b"  # a follower took the expired Lease meanwhile
+            lease["metadata"]["resourceVersion"] = "999"
+            await asyncio.sleep(10)
+
+    with pytest.raises(LeadershipLost, match="taken by 'b'"):
+        await lead_then_block()
+    assert not a.is_leader
+
+
+async def test_a_renewal_whose_answer_never_comes_is_retried_before_the_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The reported symptom: a renewal landed but its answer was lost; the leader waited out the whole
+    # deadline on it and then gave up a Lease that still named it ("holder now '<itself>'").
+    store = FakeLeaseStore()
+    a = elector(store, "a", lease_duration=1.2, renew_deadline=0.8, retry_period=0.1)
+    async with a.leading():
+        store.hanging_writes = 1
+        await asyncio.sleep(1.5)
+        assert a.is_leader
+        assert store.holder() == "a"
+    assert "no answer within" in caplog.text
+    assert "past the renew deadline" not in caplog.text  # retried in time, not rescued late

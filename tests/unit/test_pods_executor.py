@@ -3,6 +3,7 @@ hold them, what it writes to Kubernetes and Slurm, in what order, and how the ke
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from bridge.wellknown import FINALIZER, LABEL_SLURM_JOB_ID, TAINT_MANAGED_NODE
 from controller.pods import ABSENCE_RECHECK_SECONDS, PENDING_RECHECK_SECONDS, PodMetrics, PodReconciler
 from controller.runtime import Result, RetryLater
 from kube_client import KubeObject
-from slurm_client import InvalidRequest, Job, JobState, SlurmTransportError
+from slurm_client import InvalidRequest, Job, JobSpec, JobState, SlurmTransportError, SubmitResult
 from tests.fakes.kube import FakeCache, FakeEvents, FakeKube
 from tests.fakes.slurm import FakeJobIndex, FakeSlurm
 
@@ -296,3 +297,29 @@ async def test_an_orphan_sweep_survives_a_failing_cancel() -> None:
     slurm.fail_cancel = None
     assert await reconciler.clean_orphans() == 1
     assert slurm.cancelled == [(7, None)]
+
+
+async def test_a_submit_cut_short_by_the_reconcile_deadline_holds_the_next_one() -> None:
+    # The request may have reached slurmctld before the deadline cancelled it: submitting again before a
+    # poll has looked would make a second job for the pod.
+    class HangingSlurm(FakeSlurm):
+        async def submit_job(self, spec: JobSpec) -> SubmitResult:
+            await asyncio.sleep(10)
+            raise AssertionError("unreachable")
+
+    kube, jobs = FakeKube(), FakeJobIndex("c1")
+    reconciler = PodReconciler(
+        CONFIG,
+        kube=kube,
+        slurm=HangingSlurm(),
+        pods=FakeCache([raw_pod()]),
+        nodes=FakeCache(),
+        jobs=jobs,
+        events=FakeEvents(),
+        components=BOTH,
+        metrics=PodMetrics(None),
+    )
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await reconciler.reconcile(KEY)
+    assert not jobs.settled

@@ -20,6 +20,9 @@ class NoSlurm:
     async def list_jobs(self, *, update_time: object = None) -> JobList:
         raise AssertionError("not polled in this test")
 
+    async def get_job(self, job_id: int) -> Job:
+        raise AssertionError("not looked up in this test")
+
 
 @dataclass
 class Poller:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from slurm_client import (
     StaticTokenAuth,
     UnsupportedOperation,
 )
+from slurm_client._wire import loads_in_pieces
 
 URL = "http://slurmrestd.test"
 TOKEN = jwt.encode(
@@ -193,6 +196,121 @@ async def test_list_jobs_really_empty_is_not_not_modified(v42: SlurmClient) -> N
     result = await v42.list_jobs(update_time=1795441170)
     assert not result.not_modified
     assert result.jobs == ()
+
+
+async def _longest_stall_while(work: Callable[[], Awaitable[Any]]) -> float:
+    """The longest the event loop went without running a 10 ms ticker while `work()` ran."""
+    longest = 0.0
+    done = False
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.monotonic()
+        while not done:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.02)
+    try:
+        await work()
+    finally:
+        done = True
+        await ticker
+    return longest
+
+
+@respx.mock
+async def test_a_big_job_list_is_read_off_the_event_loop(
+    v42: SlurmClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading a few hundred jobs took seconds on a loaded leader and starved its Lease renewals.
+    body = fixture("v0042_jobs.json")
+    body["jobs"] = [{**body["jobs"][0], "job_id": n} for n in range(1, 301)]
+    assert len(json.dumps(body)) > 64 * 1024  # the client reads answers this big in a thread
+    respx.get(f"{URL}/slurm/v0.0.42/jobs/").mock(return_value=httpx.Response(200, json=body))
+    api = await v42._api()
+    read_jobs = api.parse_jobs
+
+    def slow_parse(*args: Any) -> Any:
+        time.sleep(0.3)  # stands for a slow read of a big answer
+        return read_jobs(*args)
+
+    monkeypatch.setattr(api, "parse_jobs", slow_parse)
+    listed: list[int] = []
+
+    async def list_jobs() -> None:
+        listed.extend(job.job_id for job in (await v42.list_jobs()).jobs)
+
+    assert await _longest_stall_while(list_jobs) < 0.15
+    assert listed == list(range(1, 301))
+
+
+@respx.mock
+async def test_a_big_answer_is_decoded_without_stopping_the_event_loop(v42: SlurmClient) -> None:
+    # json's decoder holds the GIL throughout: in a thread as one call it stops the loop all the same.
+    body = fixture("v0042_jobs.json")
+    body["jobs"] = [{**body["jobs"][0], "job_id": n, "comment": "x" * 4000} for n in range(1, 3001)]
+    raw = json.dumps(body).encode()
+    started = time.perf_counter()
+    json.loads(raw)
+    decoding = time.perf_counter() - started  # what a decode in one piece would stop the loop for
+    respx.get(f"{URL}/slurm/v0.0.42/jobs/").mock(return_value=httpx.Response(200, content=raw))
+    listed: list[int] = []
+
+    async def list_jobs() -> None:
+        listed.extend(job.job_id for job in (await v42.list_jobs()).jobs)
+
+    # (A full garbage collection stops the loop too, whichever thread triggered it: not measured here.)
+    gc.disable()
+    try:
+        stall = await _longest_stall_while(list_jobs)
+    finally:
+        gc.enable()
+    assert stall < max(0.03, decoding / 2)
+    assert listed == list(range(1, 3001))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(b"{}", id="empty-object"),
+        pytest.param(b' \n{ "jobs" : [ ] }\n', id="blanks-everywhere"),
+        pytest.param(
+            b'{"jobs": [{"job_id": 1, "nodes": ["a", "b"]}, {"job_id": 2}], "meta": {"v": 1}}', id="lists"
+        ),
+        pytest.param(b'{"a": 1, "a": [2]}', id="repeated-member-last-wins"),
+        pytest.param(b'{"jobs": null, "errors": [[], [1.5e3, true, "\\u00e9"]]}', id="nested"),
+        pytest.param(b"[1, 2]", id="top-level-list"),
+        pytest.param(b'"text"', id="top-level-string"),
+        pytest.param('{"name": "caf\u00e9"}'.encode(), id="utf-8"),
+        pytest.param('{"name": "x"}'.encode("utf-16"), id="utf-16"),
+    ],
+)
+def test_decoding_in_pieces_reads_what_json_reads(text: bytes) -> None:
+    assert loads_in_pieces(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"{",
+        b'{"a": 1,}',
+        b'{"a" 1}',
+        b'{"a": [1,]}',
+        b'{"a": [1 2]}',
+        b"{} x",
+        b"{1: 2}",
+        b'{"a": 1 "b": 2}',
+    ],
+)
+def test_decoding_in_pieces_refuses_what_json_refuses(text: bytes) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        json.loads(text)
+    with pytest.raises(ValueError, match=r"."):
+        loads_in_pieces(text)
 
 
 async def test_list_jobs_needs_aware_datetime(v42: SlurmClient) -> None:

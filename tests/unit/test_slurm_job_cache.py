@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.slurm_jobs import SlurmJobCache
-from slurm_client import Job, JobList, JobSpec, JobState, SlurmTransportError
+from slurm_client import Job, JobList, JobNotFound, JobSpec, JobState, SlurmTransportError
 
 UID = "0b5b1c7e-1111-2222-3333-444455556666"
 MARKER = f"slurm-bridge/v1 cluster=c1 pod=ns/p spec=0123456789ab uid={UID}"
@@ -26,6 +26,9 @@ class FakeSlurm:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
         self.calls: list[datetime | int | None] = []
+
+    async def get_job(self, job_id: int) -> Job:
+        raise JobNotFound(f"job {job_id} not found", status=404)
 
     async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList:
         self.calls.append(update_time)
