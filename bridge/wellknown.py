@@ -111,6 +111,8 @@ class Reason(enum.StrEnum):
     JOB_SUSPENDED = "SlurmJobSuspended"
     NODE_NOT_IN_KUBERNETES = "SlurmNodeNotInKubernetes"
     SLURM_UNAVAILABLE = "SlurmUnavailable"  # slurmrestd down, slow or failing: retried with backoff
+    # Slurm refused the bridge's credentials or this user's right to submit: an operator must act
+    SLURM_ACCESS_DENIED = "SlurmAccessDenied"
     # lifecycle events
     JOB_SUBMITTED = "SlurmJobSubmitted"
     SCHEDULED = "Scheduled"

@@ -28,7 +28,14 @@ from controller.plan import CancelJob
 from controller.ports import Events, JobIndex, JobSubmitter, PodWriter
 from controller.runtime import RetryLater
 from kube_client import PODS, KubeObject, NotFound, PatchType
-from slurm_client import InvalidRequest, JobNotFound, JobSpec, SlurmError, SlurmTransportError
+from slurm_client import (
+    AuthError,
+    InvalidRequest,
+    JobNotFound,
+    JobSpec,
+    SlurmError,
+    SlurmTransportError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ REFUSED_RETRY_SECONDS = 60.0
 
 # Tells the pods waiting on a submit why it did not happen: (reason, message).
 TellPending = Callable[[Reason, str], Awaitable[None]]
+# Submit failures Slurm decided (not a server that failed): said in a Warning event too.
+SUBMIT_REFUSALS: frozenset[str] = frozenset({Reason.INVALID_JOB_OPTIONS, Reason.SLURM_ACCESS_DENIED})
 
 
 class PodEffects:
@@ -63,6 +72,16 @@ class PodEffects:
             errors.inc()
             await tell(Reason.INVALID_JOB_OPTIONS, f"Slurm refused the {what}: {error}")
             raise RetryLater(f"Slurm refused the {what}: {error}", after=REFUSED_RETRY_SECONDS) from error
+        except AuthError as error:
+            # Not "unavailable": nothing heals by itself until the token, key or association is fixed.
+            # Refused before slurmctld acted, so the outcome is known: no job.
+            errors.inc()
+            said = (
+                f"Slurm refused the bridge's credentials or its right to submit ({error}); "
+                "check the bridge's token or JWT key and its Slurm user's associations; retrying"
+            )
+            await tell(Reason.SLURM_ACCESS_DENIED, said)
+            raise RetryLater(f"Slurm denied the {what}: {error}", after=REFUSED_RETRY_SECONDS) from error
         except SlurmError as error:
             errors.inc()
             if not (isinstance(error, SlurmTransportError) and not error.sent):

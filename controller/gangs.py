@@ -23,10 +23,9 @@ from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.wellknown import (
     CONDITION_POD_GROUP_INITIALLY_SCHEDULED,
     LABEL_SLURM_JOB_ID,
-    Reason,
 )
 from controller.duties import Duties
-from controller.effects import PodEffects
+from controller.effects import SUBMIT_REFUSALS, PodEffects
 from controller.gang_plan import (
     AddMemberFinalizers,
     BindMembers,
@@ -263,7 +262,7 @@ class _Applier:
                     for ref in waiting:
                         if (pod := self._pods.get(ref.uid)) is not None:
                             await effects.say_pending(pod, reason, message)
-                    if reason == Reason.INVALID_JOB_OPTIONS and self._group is not None:
+                    if reason in SUBMIT_REFUSALS and self._group is not None:
                         await effects.record(self._group, reason, message, warning=True)  # Slurm refused it
 
                 errors = self._r._metrics.submit_errors

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry, Counter
 from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.translate import with_owner_options
-from bridge.wellknown import LABEL_JOBSET_NAME, LABEL_LWS_NAME, Reason
+from bridge.wellknown import LABEL_JOBSET_NAME, LABEL_LWS_NAME
 from controller.duties import Duties
-from controller.effects import PodEffects
+from controller.effects import SUBMIT_REFUSALS, PodEffects
 from controller.latency import StartLatency
 from controller.plan import (
     AddFinalizerAndLabel,
@@ -167,7 +167,7 @@ class PodReconciler:
 
                 async def tell(reason: str, message: str) -> None:
                     await self._effects.say_pending(raw, reason, message)
-                    if reason == Reason.INVALID_JOB_OPTIONS:  # Slurm refused it: an event too
+                    if reason in SUBMIT_REFUSALS:  # Slurm refused it: an event too
                         await self._effects.record(raw, reason, message, warning=True)
 
                 job_id = await self._effects.submit(

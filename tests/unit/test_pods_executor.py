@@ -16,7 +16,7 @@ from bridge.wellknown import FINALIZER, LABEL_SLURM_JOB_ID, TAINT_MANAGED_NODE
 from controller.pods import ABSENCE_RECHECK_SECONDS, PENDING_RECHECK_SECONDS, PodMetrics, PodReconciler
 from controller.runtime import Result, RetryLater
 from kube_client import KubeObject
-from slurm_client import InvalidRequest, Job, JobSpec, JobState, SlurmTransportError, SubmitResult
+from slurm_client import AuthError, InvalidRequest, Job, JobSpec, JobState, SlurmTransportError, SubmitResult
 from tests.fakes.kube import FakeCache, FakeEvents, FakeKube
 from tests.fakes.slurm import FakeJobIndex, FakeSlurm
 
@@ -185,6 +185,21 @@ CASES = [
             )
         ],
         events=["InvalidSlurmJobOptions"],
+        result=RetryLater,
+    ),
+    Case(
+        "Slurm denies the bridge's token: said as access denied, not as unavailable",
+        raw_pod(),
+        slurm_fails=AuthError("Access/permission denied", status=401),
+        kube=[
+            pending(
+                "SlurmAccessDenied",
+                "Slurm refused the bridge's credentials or its right to submit (Access/permission "
+                "denied (HTTP 401)); check the bridge's token or JWT key and its Slurm user's "
+                "associations; retrying",
+            )
+        ],
+        events=["SlurmAccessDenied"],
         result=RetryLater,
     ),
     Case(

@@ -243,7 +243,7 @@ async def test_a_big_job_list_is_read_off_the_event_loop(
     async def list_jobs() -> None:
         listed.extend(job.job_id for job in (await v42.list_jobs()).jobs)
 
-    assert await _longest_stall_while(list_jobs) < 0.15
+    assert await _longest_stall_while(list_jobs) < 0.25  # on the loop: >= 0.3 (margin for a loaded machine)
     assert listed == list(range(1, 301))
 
 
