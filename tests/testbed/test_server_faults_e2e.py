@@ -233,7 +233,7 @@ NOT_BELIEVED = 'slurm_bridge_job_list_mass_vanish_total{outcome="refuted"}'
 CASES = [
     Case(Fault.DROP, "RemoteProtocolError", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
     Case(Fault.ERROR_500, "(HTTP 500)", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
-    Case(Fault.UNAUTHORIZED, "(HTTP 401)", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
+    Case(Fault.UNAUTHORIZED, "(HTTP 401)", POLL_FAILED, POLL_ERRORS, "SlurmAccessDenied"),
     Case(Fault.JOBS_NULL, "'jobs' is null", POLL_FAILED, POLL_ERRORS),
     Case(Fault.EMPTY_OBJECT, "no 'jobs' list", POLL_FAILED, POLL_ERRORS),
     Case(Fault.EMPTY_LIST, "still there", "not believed", NOT_BELIEVED),
