@@ -81,7 +81,8 @@ class PodEffects:
                 "check the bridge's token or JWT key and its Slurm user's associations; retrying"
             )
             await tell(Reason.SLURM_ACCESS_DENIED, said)
-            raise RetryLater(f"Slurm denied the {what}: {error}", after=REFUSED_RETRY_SECONDS) from error
+            # backoff, not the refusal's minute: a token rotated a moment late heals on the next try
+            raise RetryLater(f"Slurm denied the {what}: {error}") from error
         except SlurmError as error:
             errors.inc()
             if not (isinstance(error, SlurmTransportError) and not error.sent):

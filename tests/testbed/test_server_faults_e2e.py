@@ -252,7 +252,12 @@ def test_a_slurmrestd_fault_is_shown_never_acted_on_and_recovered(faults: Faults
         faults.cluster.create(_pod(newcomer))
         _, said = wait_for(
             f"/readyz saying {case.readiness_says!r}",
-            lambda: (answer := faults.readiness())[0] == 503 and case.readiness_says in answer[1] and answer,
+            lambda: (
+                (answer := faults.readiness())[0] == 503
+                and case.readiness_says in answer[1]
+                and "slurm:" in answer[1]  # the job index's own check, not only the exporter's
+                and answer
+            ),
         )
         assert "slurm:" in said
         wait_for(f"{case.counter} counting", lambda: faults.metric(case.counter) >= counted_before + 2)
