@@ -235,14 +235,19 @@ class SnapshotPoller:
         if self._job_feed is not None:
             jobs = _tuple_of(Operation.JOBS, job_list, Job)
             self._job_polls[JobPoll.SHARED.value] += 1
-            return Snapshot(
-                jobs=jobs,
-                nodes=checked_nodes,
-                partitions=checked_partitions,
-                diag=diag,
-                taken_at=began_wall,
-                taken_monotonic=began,
-            )
+        else:
+            jobs = self._own_jobs(job_list, relist, began)
+        return Snapshot(
+            jobs=jobs,
+            nodes=checked_nodes,
+            partitions=checked_partitions,
+            diag=diag,
+            taken_at=began_wall,
+            taken_monotonic=began,
+        )
+
+    def _own_jobs(self, job_list: object, relist: bool, began: float) -> tuple[Job, ...]:
+        """The jobs of this poller's own `jobs?update_time=` read: a 'not modified' keeps the last list."""
         if not isinstance(job_list, JobList):
             raise _ReadFailed(Operation.JOBS, TypeError(f"expected JobList, got {type(job_list).__name__}"))
         if job_list.not_modified:
@@ -258,14 +263,7 @@ class SnapshotPoller:
         if relist:
             self._last_full_list = began
         self._job_polls[poll.value] += 1
-        return Snapshot(
-            jobs=jobs,
-            nodes=checked_nodes,
-            partitions=checked_partitions,
-            diag=diag,
-            taken_at=began_wall,
-            taken_monotonic=began,
-        )
+        return jobs
 
     def _publish_success(self, snapshot: Snapshot, duration: float) -> None:
         self._refreshes["success"] += 1

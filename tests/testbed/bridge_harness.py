@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +113,29 @@ class BridgeProcess:
         assert self.process is not None and self.process.poll() is None, (
             f"bridge exited:\n{self.log()[-3000:]}"
         )
+
+
+def drop_finalizers(kube: KubeCluster, namespace: str) -> list[str]:
+    """Take every pod's finalizers off (what a bridge that is gone would have done); returns the pods."""
+    names = kube.kubectl("-n", namespace, "get", "pods", "-o", "name", check=False).split()
+    for name in names:
+        patch = '{"metadata":{"finalizers":null}}'
+        kube.kubectl("-n", namespace, "patch", name, "--type=merge", "-p", patch, check=False)
+    return names
+
+
+def force_clear(kube: KubeCluster, namespace: str) -> None:
+    """Whatever a failed test left in `namespace`: no finalizer holds a pod, every pod deleted now."""
+    if drop_finalizers(kube, namespace):
+        kube.kubectl("-n", namespace, "delete", "pods", "--all", "--grace-period=0", "--force", check=False)
+
+
+def clear_pods(kube: KubeCluster, namespace: str, timeout: float) -> None:
+    """Delete the pods as a user would, give the bridge `timeout` to release them, then drop the rest."""
+    kube.kubectl("-n", namespace, "delete", "pods", "--all", "--wait=false", check=False)
+    with contextlib.suppress(AssertionError):
+        wait_for("pods gone", lambda: not kube.kubectl("-n", namespace, "get", "pods", "-o", "name"), timeout)
+    drop_finalizers(kube, namespace)
 
 
 def pod_manifest(

@@ -11,7 +11,6 @@ on the shared testbed never touch these pods (nor this one theirs).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -20,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.testbed.bridge_harness import TOLERATION, BridgeProcess, Cluster, bridge_config, unique, wait_for
+from tests.testbed.bridge_harness import (
+    TOLERATION,
+    BridgeProcess,
+    Cluster,
+    bridge_config,
+    clear_pods,
+    unique,
+    wait_for,
+)
 from tests.testbed_env import REPO, KubeCluster, SlurmCluster
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slurm_default_only]
@@ -133,21 +140,8 @@ def bridge(
 
 
 def _clear(cluster: Cluster) -> None:
+    clear_pods(cluster.kube, NAMESPACE, 30)
     kubectl = cluster.kube.kubectl
-    kubectl("-n", NAMESPACE, "delete", "pods", "--all", "--wait=false", check=False)
-    with contextlib.suppress(AssertionError):
-        wait_for("pods gone", lambda: not kubectl("-n", NAMESPACE, "get", "pods", "-o", "name"), 30)
-    for name in kubectl("-n", NAMESPACE, "get", "pods", "-o", "name", check=False).split():
-        kubectl(
-            "-n",
-            NAMESPACE,
-            "patch",
-            name,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
     kubectl("-n", NAMESPACE, "delete", "podgroups.scheduling.x-k8s.io", "--all", "--wait=false", check=False)
 
 

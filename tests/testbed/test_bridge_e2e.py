@@ -28,6 +28,7 @@ from tests.testbed.bridge_harness import (
     Cluster,
     bridge_config,
     condition,
+    force_clear,
     phase,
     pod_manifest,
     unique,
@@ -71,22 +72,7 @@ def _delete_all_pods(cluster: Cluster) -> None:
 
 def _force_clear(cluster: Cluster) -> None:
     """Whatever a failed test left: drop finalizers so the next Slurm version starts clean."""
-    names = cluster.kube.kubectl("-n", NAMESPACE, "get", "pods", "-o", "name").split()
-    for name in names:
-        cluster.kube.kubectl(
-            "-n",
-            NAMESPACE,
-            "patch",
-            name,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
-    if names:
-        cluster.kube.kubectl(
-            "-n", NAMESPACE, "delete", "pods", "--all", "--grace-period=0", "--force", check=False
-        )
+    force_clear(cluster.kube, NAMESPACE)
 
 
 def _bound_node(cluster: Cluster, name: str) -> str:

@@ -15,7 +15,6 @@ bridges running on the shared testbed never touch these pods (nor this one their
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import socket
@@ -31,7 +30,9 @@ from tests.testbed.bridge_harness import (
     BridgeProcess,
     Cluster,
     bridge_config,
+    clear_pods,
     condition,
+    force_clear,
     pod_manifest,
     unique,
 )
@@ -135,22 +136,8 @@ def _node_of(pod: dict[str, Any] | None) -> str:
 
 
 def _clear(cluster: Cluster) -> None:
-    kubectl = cluster.kube.kubectl
-    kubectl("-n", NAMESPACE, "delete", "pods", "--all", "--wait=false", check=False)
-    with contextlib.suppress(AssertionError):
-        wait_for("pods gone", lambda: not kubectl("-n", NAMESPACE, "get", "pods", "-o", "name"), 20)
-    for name in kubectl("-n", NAMESPACE, "get", "pods", "-o", "name", check=False).split():
-        kubectl(
-            "-n",
-            NAMESPACE,
-            "patch",
-            name,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
-    kubectl("-n", NAMESPACE, "delete", "pods", "--all", "--grace-period=0", "--force", check=False)
+    clear_pods(cluster.kube, NAMESPACE, 20)
+    force_clear(cluster.kube, NAMESPACE)
 
 
 def _cancel_leftovers(cluster: Cluster) -> None:

@@ -30,6 +30,7 @@ from tests.testbed.bridge_harness import (
     Cluster,
     bridge_config,
     condition,
+    force_clear,
     phase,
     unique,
     wait_for,
@@ -202,20 +203,7 @@ def _refuses_owned_label(kube: KubeCluster) -> bool:
 
 
 def _clear_namespace(kube: KubeCluster, namespace: str) -> None:
-    names = kube.kubectl("-n", namespace, "get", "pods", "-o", "name", check=False).split()
-    for name in names:
-        kube.kubectl(
-            "-n",
-            namespace,
-            "patch",
-            name,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
-    if names:
-        kube.kubectl("-n", namespace, "delete", "pods", "--all", "--grace-period=0", "--force", check=False)
+    force_clear(kube, namespace)
 
 
 def test_bad_manifest_is_refused_at_apply(kube: KubeCluster, webhook: WebhookProcess) -> None:
