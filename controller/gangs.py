@@ -25,6 +25,7 @@ from bridge.wellknown import (
     LABEL_SLURM_JOB_ID,
     Reason,
 )
+from controller.crash_points import NO_CRASH, CrashPoints, Scope
 from controller.duties import Duties
 from controller.effects import PodEffects
 from controller.gang_plan import (
@@ -111,6 +112,7 @@ class GangReconciler:
         metrics: GangMetrics,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         self._config = config
         self._kube = kube
@@ -122,7 +124,9 @@ class GangReconciler:
         }
         self._nodes = nodes
         self._jobs = jobs
-        self._effects = PodEffects(kube=kube, slurm=slurm, jobs=jobs, events=events)
+        self._effects = PodEffects(
+            kube=kube, slurm=slurm, jobs=jobs, events=events, scope=Scope.GANG, crash=crash
+        )
         self._duties = Duties.of(components)
         self._metrics = metrics
         self._now = now

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from bridge.config import BridgeConfig
 from bridge.gang import GangKind
 from bridge.startup_checks import refuse_unsupported
 from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
+from controller.crash_points import NO_CRASH, CrashPoints
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
 from controller.pods import PodMetrics, PodReconciler
@@ -82,6 +84,7 @@ class Workloads:
         registry: CollectorRegistry,
         metrics: ControllerMetrics,
         identity: str,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         resync = config.resync_interval_seconds
         self.pods = Informer(
@@ -129,6 +132,7 @@ class Workloads:
             metrics=PodMetrics(registry),
             gang_of=router.gang_of,
             on_gang_member=router.to_gang,
+            crash=crash,
         )
         self.gang_reconciler = GangReconciler(
             config,
@@ -142,6 +146,7 @@ class Workloads:
             events=events,
             components=components,
             metrics=GangMetrics(registry),
+            crash=crash,
         )
         workers = config.workers
         self.pod_controller = Controller(
@@ -213,6 +218,7 @@ async def build_workloads(
     operator: SlurmClient,
     registry: CollectorRegistry,
     identity: str,
+    crash: CrashPoints = NO_CRASH,
 ) -> Workloads:
     resync = config.resync_interval_seconds
     # A group API the cluster does not serve (CRD not installed, Kubernetes < 1.37) has no informer:
@@ -220,7 +226,7 @@ async def build_workloads(
     pod_groups = await group_informer(kube, COSCHEDULING_POD_GROUPS, resync, "podgroups")
     workload_groups = await group_informer(kube, WORKLOAD_POD_GROUPS, resync, "workload-podgroups")
     metrics = ControllerMetrics(registry)  # one per registry, shared by every controller
-    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics)
+    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics, crash)
     return Workloads(
         config,
         components,
@@ -232,6 +238,7 @@ async def build_workloads(
         registry=registry,
         metrics=metrics,
         identity=identity,
+        crash=crash,
     )
 
 
@@ -242,6 +249,7 @@ async def build_nodesets(
     slurm: SlurmClient,
     identity: str,
     metrics: ControllerMetrics,
+    crash: CrashPoints = NO_CRASH,
 ) -> NodeSets | None:
     """The NodeSet controller, when on, part of the controller component, and the CRD is served."""
     if "controller" not in components or not config.nodeset.enabled:
@@ -273,6 +281,7 @@ async def build_nodesets(
         pods=pods,
         events=EventRecorder(kube, "slurm-bridge-nodeset-controller", reporting_instance=identity),
         resync_seconds=config.nodeset.resync_seconds,
+        crash=crash,
     )
     controller = Controller(
         "nodesets", reconciler, workers=2, metrics=metrics, backoff=Backoff(cap=MAX_RETRY_SECONDS)
@@ -331,8 +340,19 @@ async def start_workloads(
     capabilities = await slurm.discover()
     log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
     refuse_unsupported(config, capabilities)  # StartupRefused: slurm_bridge/app.py says why, exit 2
+    # Test-only (controller/crash_points.py): read once, here; unset, it never does anything.
+    crash = CrashPoints.from_environment(os.environ)
+    if crash.point is not None:
+        log.warning("kill point armed: the process will die at %s:%d", crash.point, crash.nth)
     workloads = await build_workloads(
-        config, components, kube=kube, slurm=slurm, operator=operator, registry=registry, identity=identity
+        config,
+        components,
+        kube=kube,
+        slurm=slurm,
+        operator=operator,
+        registry=registry,
+        identity=identity,
+        crash=crash,
     )
     if workloads.tenant_users is not None:
         stack.push_async_callback(workloads.tenant_users.aclose)
