@@ -1,6 +1,6 @@
 """Test-only kill points: the process dies at a named step, as `kill -9` would leave it.
 
-`SLURM_BRIDGE_CRASH_AT=<point>[:<nth>]`, read once at startup (slurm_bridge/workloads.py), arms one
+`BRIDGE_TEST_CRASH_AT=<point>[:<nth>]`, read once at startup (slurm_bridge/workloads.py), arms one
 point: the nth time the process reaches it (the first by default), it ends with `os._exit(137)`: no
 `finally`, no lease release, no flush, exactly what a SIGKILL leaves behind. Unset, `reach` returns at
 once. The crash suite (tests/testbed/test_crash_points_e2e.py) restarts the bridge without the variable
@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import NoReturn
 
-CRASH_VARIABLE = "SLURM_BRIDGE_CRASH_AT"
+# Not SLURM_BRIDGE_*: those are configuration overrides (bridge/config.py), and no config field is this.
+CRASH_VARIABLE = "BRIDGE_TEST_CRASH_AT"
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL, what a shell reports for kill -9
 
 
@@ -99,7 +100,7 @@ class CrashPoints:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> CrashPoints:
-        """Armed by `SLURM_BRIDGE_CRASH_AT=<point>[:<nth>]`; disarmed when unset or empty."""
+        """Armed by `BRIDGE_TEST_CRASH_AT=<point>[:<nth>]`; disarmed when unset or empty."""
         raw = environ.get(CRASH_VARIABLE, "").strip()
         if not raw:
             return cls()

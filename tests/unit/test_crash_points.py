@@ -1,4 +1,4 @@
-"""The test-only kill points (controller/crash_points.py): how SLURM_BRIDGE_CRASH_AT is read, that an armed
+"""The test-only kill points (controller/crash_points.py): how BRIDGE_TEST_CRASH_AT is read, that an armed
 point dies exactly on its nth reach and nowhere else, and that the executors reach each point between
 the writes it names (what a kill -9 there leaves behind)."""
 
@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from bridge.config import ENV_PREFIX, environment_overrides
 from controller.crash_points import (
     CRASH_VARIABLE,
     KILL_POINTS,
@@ -69,6 +70,11 @@ def test_the_variable_arms_one_point(raw: str | None, point: str | None, nth: in
 def test_a_bad_value_refuses_to_start(raw: str) -> None:
     with pytest.raises(ValueError, match=CRASH_VARIABLE):
         CrashPoints.from_environment({CRASH_VARIABLE: raw})
+
+
+def test_the_variable_is_not_read_as_a_configuration_override() -> None:
+    assert not CRASH_VARIABLE.startswith(ENV_PREFIX)
+    assert environment_overrides({CRASH_VARIABLE: "pod.after-submit"}) == {}
 
 
 def test_there_are_at_least_twenty_named_points() -> None:
