@@ -15,10 +15,12 @@ ever touches its own pods and jobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from bridge.wellknown import FINALIZER, LABEL_SLURM_JOB_ID
 from controller.crash_points import CRASH_VARIABLE, KILLED_EXIT_CODE
 from slurm_client import JobSpec, JwtKeyAuth, SlurmClient
 from tests.testbed.bridge_harness import TOLERATION, BridgeProcess, Cluster, bridge_config, unique, wait_for
+from tests.testbed.test_nodeset_e2e import nodeset_manifest
 from tests.testbed_env import REPO, KubeCluster, SlurmCluster
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slurm_default_only]
@@ -475,3 +478,207 @@ def test_the_orphan_sweep_killed_before_then_after_a_cancel(
         wait_for("both orphans cancelled", lambda: states() == ["CANCELLED", "CANCELLED"], 30)
     finally:
         bridge.stop()
+
+
+# --- a NodeSet's scale-in and scale-out ------------------------------------------------------------------
+#
+# The testbed declares only ns-[0-7] (FUTURE, partition nodeset) and runs a real slurmd for every bound
+# slurmd pod of any namespace (testbed/nodeset_kubelet.py): a NodeSet here must be named `ns`. Ours lives
+# in this file's namespace; it waits for the partition to be free of other sessions' NodeSets first.
+
+NODESET = "ns"
+NODESET_SELECTOR = f"app.kubernetes.io/instance={NODESET}"
+
+
+class NodeSetCrashCluster(CrashCluster):
+    def scale(self, replicas: int) -> None:
+        self.kubectl("scale", f"nodeset/{NODESET}", f"--replicas={replicas}")
+
+    def slurmd_pods(self) -> dict[str, dict[str, Any]]:
+        return self.pods(NODESET_SELECTOR)
+
+    def running(self) -> set[str]:
+        return {
+            name
+            for name, p in self.slurmd_pods().items()
+            if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        }
+
+    def sinfo(self) -> dict[str, str]:
+        out = self.slurm.cli("sinfo", "-h", "-N", "-p", "nodeset", "-o", "%N|%T")
+        return dict(line.split("|", 1) for line in out.splitlines() if line.strip())
+
+    def scaled(self) -> dict[str, Any]:
+        raw = self.kubectl("get", "nodeset", NODESET, "-o", "json")
+        conditions = json.loads(raw).get("status", {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Scaled"), {})
+
+    def others_use_the_partition(self) -> list[str]:
+        """slurmd pods of other namespaces on this Slurm version: another NodeSet test is running."""
+        out = self.kube.kubectl("get", "pods", "-A", "-l", "app.kubernetes.io/name=slurmd", "-o", "json")
+        return [
+            f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+            for p in json.loads(out)["items"]
+            if p["metadata"]["namespace"] != NAMESPACE
+            and (p["metadata"].get("annotations") or {}).get(VERSION_ANNOTATION, DEFAULT_VERSION)
+            == self.slurm.version
+        ]
+
+
+VERSION_ANNOTATION = "testbed.slurm-bridge.io/slurm-version"
+DEFAULT_VERSION = "26.05"
+
+
+def _nodeset_config(slurm: SlurmCluster, kube: KubeCluster) -> dict[str, Any]:
+    config = _config(slurm, kube)
+    config["nodeset"] = {"enabled": True, "namespace": NAMESPACE, "slurm_user": "root", "resync_seconds": 2}
+    return config
+
+
+@contextlib.contextmanager
+def alone_on_the_partition(cluster: NodeSetCrashCluster) -> Iterator[None]:
+    """A failure while another session's NodeSet test shares ns-N (it cancels every job of the partition
+    and resets its nodes) says nothing about the bridge: skipped, with the reason."""
+    try:
+        yield
+    except AssertionError:
+        if others := cluster.others_use_the_partition():
+            pytest.skip(
+                f"shared testbed: another session's NodeSet ({', '.join(others)}) used ns-N meanwhile"
+            )
+        raise
+
+
+@dataclass
+class ScaleIn:
+    """Two slurmd pods, a job on `busy`, `idle` free: a scale-in to 1 must take `idle`, never `busy`."""
+
+    cluster: NodeSetCrashCluster
+    busy: str
+    idle: str
+    busy_uid: str
+    job: str
+
+    def check_busy_untouched(self) -> None:
+        pod = self.cluster.slurmd_pods().get(self.busy)
+        assert pod is not None and pod["metadata"]["uid"] == self.busy_uid, f"{self.busy} was replaced"
+        assert not pod["metadata"].get("deletionTimestamp"), f"{self.busy} deleted with job {self.job} on it"
+        state = self.cluster.slurm.cli("squeue", "-h", "-j", self.job, "-o", "%T|%N").strip()
+        assert state == f"RUNNING|{self.busy}", state
+
+    def settled_at_one(self) -> bool:
+        c = self.cluster
+        return (
+            c.running() == {self.busy} and set(c.slurmd_pods()) == {self.busy} and self.idle not in c.sinfo()
+        )
+
+    def settled_at_two(self) -> bool:
+        c = self.cluster
+        return c.running() == {self.busy, self.idle} and c.sinfo().get(self.idle) == "idle"
+
+
+@pytest.fixture(scope="module")
+def scale_in(
+    slurm_cluster: SlurmCluster, kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ScaleIn]:
+    cluster = NodeSetCrashCluster(kube, slurm_cluster)
+    try:
+        wait_for(
+            "the nodeset partition free of other sessions' NodeSets",
+            lambda: not cluster.others_use_the_partition() and not cluster.sinfo(),
+            60,
+        )
+    except AssertionError as taken:
+        pytest.skip(f"shared testbed: {taken}")
+    manifest = nodeset_manifest(slurm_cluster.version, replicas=2)
+    manifest["metadata"]["namespace"] = NAMESPACE
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    bridge = BridgeProcess(_nodeset_config(slurm_cluster, kube), tmp_path_factory.mktemp("nodeset-setup"))
+    bridge.start()
+    try:
+        wait_for("ns-0 and ns-1 idle", lambda: cluster.sinfo() == {"ns-0": "idle", "ns-1": "idle"}, 90)
+        job = cluster.slurm.cli(
+            "sbatch",
+            "--parsable",
+            "-p",
+            "nodeset",
+            "-N1",
+            "-D",
+            "/tmp",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 900",
+        ).strip()
+        busy = wait_for(
+            "the job running",
+            lambda: (
+                (out := cluster.slurm.cli("squeue", "-h", "-j", job, "-o", "%T|%N").strip()).startswith(
+                    "RUNNING|"
+                )
+                and out.split("|")[1]
+            ),
+            30,
+        )
+        bridge.stop()
+        idle = ({"ns-0", "ns-1"} - {busy}).pop()
+        yield ScaleIn(cluster, busy, idle, cluster.slurmd_pods()[busy]["metadata"]["uid"], job)
+        cluster.slurm.cli("scancel", job, check=False)
+        bridge.start()
+        cluster.scale(0)
+        with contextlib.suppress(AssertionError):  # best effort: the finally below forces it
+            wait_for("slurmd pods gone", lambda: not cluster.slurmd_pods(), 60)
+            wait_for("nodes back to FUTURE", lambda: not cluster.sinfo(), 30)
+    finally:
+        bridge.stop()
+        cluster.kubectl("delete", "nodeset", NODESET, "--ignore-not-found", "--wait=true", check=False)
+        cluster.kubectl("delete", "pods", "-l", NODESET_SELECTOR, "--wait=true", check=False)
+        # never reset the nodes of another session's NodeSet
+        for node in set(cluster.sinfo()) & {"ns-0", "ns-1"} if not cluster.others_use_the_partition() else ():
+            cluster.slurm.cli(
+                "scontrol", "update", f"nodename={node}", "state=down", "reason=crash-e2e", check=False
+            )
+            cluster.slurm.cli("scontrol", "update", f"nodename={node}", "state=future", check=False)
+
+
+# Scale-in 2 → 1 (drain the idle node, delete its pod, return it to FUTURE), then scale-out 1 → 2.
+NODESET_POINTS = [
+    "nodeset.before-drain",
+    "nodeset.after-drain",
+    "nodeset.before-pod-delete",
+    "nodeset.after-pod-delete",
+    "nodeset.before-retire",
+    "nodeset.after-retire",
+    "nodeset.before-create",
+    "nodeset.after-create",
+]
+
+
+@pytest.mark.parametrize("point", NODESET_POINTS)
+def test_a_nodeset_scale_killed_at(
+    point: str, scale_in: ScaleIn, slurm_cluster: SlurmCluster, kube: KubeCluster, tmp_path: Path
+) -> None:
+    cluster = scale_in.cluster
+    scaling_out = point in ("nodeset.before-create", "nodeset.after-create")
+
+    def drive() -> None:
+        cluster.scale(1)
+        if scaling_out:  # armed for the way back: let the scale-in finish first
+            wait_for("scaled in to the busy node", scale_in.settled_at_one, BIND_SECONDS)
+            scale_in.check_busy_untouched()
+            cluster.scale(2)
+
+    with alone_on_the_partition(cluster):
+        bridge = killed_at(point, _nodeset_config(slurm_cluster, kube), tmp_path, drive)
+        try:
+            scale_in.check_busy_untouched()
+            if not scaling_out:
+                wait_for("scaled in to the busy node", scale_in.settled_at_one, BIND_SECONDS)
+                scale_in.check_busy_untouched()
+                wait_for("Scaled", lambda: cluster.scaled().get("status") == "True", 30)
+                cluster.scale(2)
+            wait_for("scaled out to two", scale_in.settled_at_two, BIND_SECONDS)
+            scale_in.check_busy_untouched()
+            wait_for("Scaled", lambda: cluster.scaled().get("status") == "True", 30)
+        finally:
+            bridge.stop()
