@@ -195,9 +195,9 @@ def _config(slurm: SlurmCluster, kube: KubeCluster, cluster_id: str = CLUSTER_ID
     config["poll_interval_seconds"] = 0.25
     config["leader_election"].update(
         lease_name=f"crash-{cluster_id}",
-        lease_duration_seconds=2,
-        renew_deadline_seconds=1.5,
-        retry_period_seconds=0.25,
+        lease_duration_seconds=1.2,  # a restart waits for the killed leader's lease to run out
+        renew_deadline_seconds=0.9,
+        retry_period_seconds=0.2,
     )
     return config
 
@@ -472,7 +472,8 @@ def test_the_orphan_sweep_killed_before_then_after_a_cancel(
     start_armed(bridge, "pod.before-orphan-cancel")
     assert states() == ["PENDING", "PENDING"]
     start_armed(bridge, "pod.after-orphan-cancel")
-    assert sorted(states()) == ["CANCELLED", "PENDING"]
+    # the sweep cancelled one; the other may have gone too: the pod reconciler ends a gone pod's jobs
+    assert "CANCELLED" in states()
     bridge.start()
     try:
         wait_for("both orphans cancelled", lambda: states() == ["CANCELLED", "CANCELLED"], 30)
@@ -514,9 +515,16 @@ class NodeSetCrashCluster(CrashCluster):
         return next((c for c in conditions if c["type"] == "Scaled"), {})
 
     def others_use_the_partition(self) -> list[str]:
-        """slurmd pods of other namespaces on this Slurm version: another NodeSet test is running."""
+        """NodeSets of other namespaces that want replicas, and their slurmd pods on this Slurm version:
+        another session's NodeSet test (or the autoscale demo) is using ns-N."""
+        sets = json.loads(self.kube.kubectl("get", "nodesets", "-A", "-o", "json"))["items"]
+        wanting = [
+            f"nodeset {n['metadata']['namespace']}/{n['metadata']['name']}"
+            for n in sets
+            if n["metadata"]["namespace"] != NAMESPACE and (n.get("spec") or {}).get("replicas")
+        ]
         out = self.kube.kubectl("get", "pods", "-A", "-l", "app.kubernetes.io/name=slurmd", "-o", "json")
-        return [
+        return wanting + [
             f"{p['metadata']['namespace']}/{p['metadata']['name']}"
             for p in json.loads(out)["items"]
             if p["metadata"]["namespace"] != NAMESPACE
@@ -554,17 +562,84 @@ class ScaleIn:
     """Two slurmd pods, a job on `busy`, `idle` free: a scale-in to 1 must take `idle`, never `busy`."""
 
     cluster: NodeSetCrashCluster
-    busy: str
-    idle: str
-    busy_uid: str
-    job: str
+    config: dict[str, Any]
+    workdir: Path
+    busy: str = ""
+    idle: str = ""
+    busy_uid: str = ""
+    job: str = ""
+
+    def ready(self) -> None:
+        """Back to two pods and a job on one node: after the previous point, or after another session's
+        NodeSet test cancelled the partition's jobs and reset its nodes."""
+        try:
+            wait_for(
+                "ns-N free of other sessions' NodeSets",
+                lambda: not self.cluster.others_use_the_partition(),
+                90,
+            )
+        except AssertionError as taken:
+            pytest.skip(f"shared testbed: {taken}")
+        if self.settled_at_two() and self.job_running():
+            return
+        bridge = BridgeProcess(self.config, self.workdir, name="ready")
+        bridge.start()
+        try:
+            self.cluster.scale(2)
+            wait_for(
+                "ns-0 and ns-1 up",
+                lambda: (
+                    self.cluster.running() == {"ns-0", "ns-1"}
+                    and set(self.cluster.sinfo()) == {"ns-0", "ns-1"}
+                ),
+                BIND_SECONDS,
+            )
+            if not self.job_running():
+                self.submit_job()
+            wait_for("two pods, one idle node", self.settled_at_two, BIND_SECONDS)
+        finally:
+            bridge.stop()
+
+    def submit_job(self) -> None:
+        c = self.cluster
+        self.job = c.slurm.cli(
+            "sbatch",
+            "--parsable",
+            "-p",
+            "nodeset",
+            "-N1",
+            "-D",
+            "/tmp",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 900",
+        ).strip()
+        self.busy = wait_for("the job running", lambda: self.job_running() and self.job_node(), 30)
+        self.idle = ({"ns-0", "ns-1"} - {self.busy}).pop()
+        self.busy_uid = c.slurmd_pods()[self.busy]["metadata"]["uid"]
+
+    def job_node(self) -> str:
+        if not self.job:
+            return ""
+        out = self.cluster.slurm.cli("squeue", "-h", "-j", self.job, "-o", "%T|%N", check=False).strip()
+        return out.split("|")[1] if out.startswith("RUNNING|") else ""
+
+    def job_running(self) -> bool:
+        return bool(self.job_node())
 
     def check_busy_untouched(self) -> None:
+        if (
+            not self.job_running()
+            and self.cluster.slurm.cli("squeue", "-h", "-j", self.job, check=False).strip() == ""
+        ):
+            # The bridge never cancels a job that is not its own: only another session's NodeSet test
+            # (it cancels the whole partition) ends this one.
+            pytest.skip(f"shared testbed: job {self.job} on {self.busy} was cancelled by someone else")
         pod = self.cluster.slurmd_pods().get(self.busy)
         assert pod is not None and pod["metadata"]["uid"] == self.busy_uid, f"{self.busy} was replaced"
         assert not pod["metadata"].get("deletionTimestamp"), f"{self.busy} deleted with job {self.job} on it"
-        state = self.cluster.slurm.cli("squeue", "-h", "-j", self.job, "-o", "%T|%N").strip()
-        assert state == f"RUNNING|{self.busy}", state
+        assert self.job_node() == self.busy, f"job {self.job} no longer running on {self.busy}"
 
     def settled_at_one(self) -> bool:
         c = self.cluster
@@ -582,48 +657,16 @@ def scale_in(
     slurm_cluster: SlurmCluster, kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ScaleIn]:
     cluster = NodeSetCrashCluster(kube, slurm_cluster)
-    try:
-        wait_for(
-            "the nodeset partition free of other sessions' NodeSets",
-            lambda: not cluster.others_use_the_partition() and not cluster.sinfo(),
-            60,
-        )
-    except AssertionError as taken:
-        pytest.skip(f"shared testbed: {taken}")
-    manifest = nodeset_manifest(slurm_cluster.version, replicas=2)
+    manifest = nodeset_manifest(slurm_cluster.version, replicas=0)
     manifest["metadata"]["namespace"] = NAMESPACE
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-    bridge = BridgeProcess(_nodeset_config(slurm_cluster, kube), tmp_path_factory.mktemp("nodeset-setup"))
-    bridge.start()
+    config = _nodeset_config(slurm_cluster, kube)
+    state = ScaleIn(cluster, config, tmp_path_factory.mktemp("nodeset"))
+    bridge = BridgeProcess(config, state.workdir, name="teardown")
     try:
-        wait_for("ns-0 and ns-1 idle", lambda: cluster.sinfo() == {"ns-0": "idle", "ns-1": "idle"}, 90)
-        job = cluster.slurm.cli(
-            "sbatch",
-            "--parsable",
-            "-p",
-            "nodeset",
-            "-N1",
-            "-D",
-            "/tmp",
-            "-o",
-            "/dev/null",
-            "--wrap",
-            "sleep 900",
-        ).strip()
-        busy = wait_for(
-            "the job running",
-            lambda: (
-                (out := cluster.slurm.cli("squeue", "-h", "-j", job, "-o", "%T|%N").strip()).startswith(
-                    "RUNNING|"
-                )
-                and out.split("|")[1]
-            ),
-            30,
-        )
-        bridge.stop()
-        idle = ({"ns-0", "ns-1"} - {busy}).pop()
-        yield ScaleIn(cluster, busy, idle, cluster.slurmd_pods()[busy]["metadata"]["uid"], job)
-        cluster.slurm.cli("scancel", job, check=False)
+        yield state
+        if state.job:
+            cluster.slurm.cli("scancel", state.job, check=False)
         bridge.start()
         cluster.scale(0)
         with contextlib.suppress(AssertionError):  # best effort: the finally below forces it
@@ -633,12 +676,6 @@ def scale_in(
         bridge.stop()
         cluster.kubectl("delete", "nodeset", NODESET, "--ignore-not-found", "--wait=true", check=False)
         cluster.kubectl("delete", "pods", "-l", NODESET_SELECTOR, "--wait=true", check=False)
-        # never reset the nodes of another session's NodeSet
-        for node in set(cluster.sinfo()) & {"ns-0", "ns-1"} if not cluster.others_use_the_partition() else ():
-            cluster.slurm.cli(
-                "scontrol", "update", f"nodename={node}", "state=down", "reason=crash-e2e", check=False
-            )
-            cluster.slurm.cli("scontrol", "update", f"nodename={node}", "state=future", check=False)
 
 
 # Scale-in 2 → 1 (drain the idle node, delete its pod, return it to FUTURE), then scale-out 1 → 2.
@@ -660,6 +697,7 @@ def test_a_nodeset_scale_killed_at(
 ) -> None:
     cluster = scale_in.cluster
     scaling_out = point in ("nodeset.before-create", "nodeset.after-create")
+    scale_in.ready()
 
     def drive() -> None:
         cluster.scale(1)
@@ -669,7 +707,7 @@ def test_a_nodeset_scale_killed_at(
             cluster.scale(2)
 
     with alone_on_the_partition(cluster):
-        bridge = killed_at(point, _nodeset_config(slurm_cluster, kube), tmp_path, drive)
+        bridge = killed_at(point, scale_in.config, tmp_path, drive)
         try:
             scale_in.check_busy_untouched()
             if not scaling_out:
