@@ -300,6 +300,8 @@ DEFAULT_POINTS = frozenset(
         "nodeset.after-pod-delete",
         "nodeset.after-retire",
         "nodeset.after-create",
+        "nodeset.after-drain:2",
+        "nodeset.after-resume",
     }
 )
 
@@ -748,6 +750,50 @@ def test_a_nodeset_scale_killed_at(
                 wait_for("Scaled", lambda: cluster.scaled().get("status") == "True", 30)
                 cluster.scale(2)
             wait_for("scaled out to two", scale_in.settled_at_two, BIND_SECONDS)
+            scale_in.check_busy_untouched()
+            wait_for("Scaled", lambda: cluster.scaled().get("status") == "True", 30)
+        finally:
+            bridge.stop()
+
+
+# Scale-in 2 → 0: the idle node goes, the busy one is drained and waits on its job (its pod must stay);
+# then 0 → 1: the busy node is resumed, not replaced.
+NODESET_BUSY_POINTS = ["nodeset.after-drain:2", "nodeset.before-resume", "nodeset.after-resume"]
+
+
+@pytest.mark.parametrize("point", chosen(NODESET_BUSY_POINTS))
+def test_a_nodeset_draining_a_busy_node_killed_at(
+    point: str, scale_in: ScaleIn, slurm_cluster: SlurmCluster, kube: KubeCluster, tmp_path: Path
+) -> None:
+    cluster = scale_in.cluster
+    resuming = point != "nodeset.after-drain:2"
+    scale_in.ready()
+
+    def draining_busy() -> bool:
+        return f"job {scale_in.job} running" in cluster.scaled().get("message", "")
+
+    def drive() -> None:
+        cluster.scale(0)
+        if resuming:  # armed for the way back: let the busy node drain first
+            wait_for("the busy node draining", draining_busy, BIND_SECONDS)
+            cluster.scale(1)
+
+    with alone_on_the_partition(cluster):
+        bridge = killed_at(point, scale_in.config, tmp_path, drive)
+        try:
+            scale_in.check_busy_untouched()
+            if not resuming:
+                wait_for("the busy node draining", draining_busy, BIND_SECONDS)
+                wait_for("the idle node gone", lambda: scale_in.idle not in cluster.sinfo(), BIND_SECONDS)
+                time.sleep(3)  # a few NodeSet passes (resync 2 s): the busy pod must stay
+                scale_in.check_busy_untouched()
+                assert "drain" in cluster.sinfo()[scale_in.busy]
+                cluster.scale(1)
+            wait_for(
+                "the busy node resumed",
+                lambda: cluster.sinfo().get(scale_in.busy) in ("allocated", "mixed"),
+                BIND_SECONDS,
+            )
             scale_in.check_busy_untouched()
             wait_for("Scaled", lambda: cluster.scaled().get("status") == "True", 30)
         finally:
