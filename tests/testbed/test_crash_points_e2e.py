@@ -137,6 +137,7 @@ def pod_manifest(name: str, *, group: str | None = None) -> dict[str, Any]:
             "name": name,
             "namespace": NAMESPACE,
             "labels": {POD_GROUP_LABEL: group} if group else {},
+            "annotations": {PRIORITY: URGENT},
         },
         "spec": {
             "schedulerName": SCHEDULER,
@@ -380,6 +381,39 @@ def test_a_pod_whose_job_is_cancelled_killed_at(
         wait_for(f"{name} bound", lambda: _bound(cluster.pod(name, NAMESPACE)), BIND_SECONDS)
         (job,) = [j for j in cluster.jobs() if f"/{name} " in j["comment"] + " "]
         cluster.slurm.cli("scancel", job["id"])
+
+    bridge = killed_at(point, _config(slurm_cluster, kube), tmp_path, drive)
+    try:
+        converged(cluster, f"{name} gone", lambda: cluster.pod(name, NAMESPACE) is None)
+        jobs = [j for j in cluster.jobs() if f"/{name} " in j["comment"] + " "]
+        assert [j["state"] for j in jobs] == ["CANCELLED"], jobs
+    finally:
+        bridge.stop()
+
+
+# A pod deleted while its job waits: the job is cancelled at once, then the finalizer goes.
+POD_PENDING_DELETE_POINTS = ["pod.before-end-job", "pod.after-end-job", "pod.after-release"]
+
+
+@pytest.mark.parametrize("point", chosen(POD_PENDING_DELETE_POINTS))
+def test_a_pending_pod_deleted_killed_at(
+    point: str, cluster: CrashCluster, slurm_cluster: SlurmCluster, kube: KubeCluster, tmp_path: Path
+) -> None:
+    name = unique("pending")
+    held = pod_manifest(name)
+    held["metadata"]["annotations"][PRIORITY] = "0"  # Slurm holds a job of priority 0: it never starts
+
+    def drive() -> None:
+        cluster.create(held)
+        wait_for(
+            f"{name}'s job held",
+            lambda: (
+                [j["state"] for j in cluster.jobs() if f"/{name} " in j["comment"] + " "] == ["PENDING"]
+                and _finalized(cluster.pod(name, NAMESPACE))
+            ),
+            BIND_SECONDS,
+        )
+        cluster.delete_pod(name, NAMESPACE)
 
     bridge = killed_at(point, _config(slurm_cluster, kube), tmp_path, drive)
     try:
