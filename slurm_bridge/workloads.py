@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
 from bridge.gang import GangKind
-from bridge.startup_checks import refuse_unsupported
+from bridge.startup_checks import StartupRefused, refuse_unsupported
 from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
 from controller.crash_points import NO_CRASH, CrashPoints
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
@@ -341,7 +341,10 @@ async def start_workloads(
     log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
     refuse_unsupported(config, capabilities)  # StartupRefused: slurm_bridge/app.py says why, exit 2
     # Test-only (controller/crash_points.py): read once, here; unset, it never does anything.
-    crash = CrashPoints.from_environment(os.environ)
+    try:
+        crash = CrashPoints.from_environment(os.environ)
+    except ValueError as bad:
+        raise StartupRefused(str(bad)) from bad  # slurm_bridge/app.py says why, exit 2
     if crash.point is not None:
         log.warning("kill point armed: the process will die at %s:%d", crash.point, crash.nth)
     workloads = await build_workloads(
