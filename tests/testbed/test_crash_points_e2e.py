@@ -197,8 +197,9 @@ def _config(slurm: SlurmCluster, kube: KubeCluster, cluster_id: str = CLUSTER_ID
     config["poll_interval_seconds"] = 0.25
     config["leader_election"].update(
         lease_name=f"crash-{cluster_id}",
-        lease_duration_seconds=1.2,  # a restart waits for the killed leader's lease to run out
-        renew_deadline_seconds=0.9,
+        # A restart waits for the killed leader's Lease to run out (whole seconds on the wire).
+        lease_duration_seconds=2,
+        renew_deadline_seconds=1.5,
         retry_period_seconds=0.2,
     )
     return config
