@@ -280,8 +280,9 @@ def converged(
 
 
 # --- which points run --------------------------------------------------------------------------------
-# Every point below takes ~6.5 min on the shared testbed. By default one kill per distinct state left
-# behind runs (~3 min); CRASH_POINTS=all runs them all (a "before-X" mostly leaves what "after-W" left).
+# Every point below (44 tests) takes ~6 min on the shared testbed. By default one kill per distinct state
+# left behind runs (22 tests, ~3 min); CRASH_POINTS=all runs them all (a "before-X" mostly leaves what
+# "after-W" left).
 EVERY_POINT = os.environ.get("CRASH_POINTS") == "all"
 DEFAULT_POINTS = frozenset(
     {
@@ -528,8 +529,10 @@ def test_the_orphan_sweep_killed_before_then_after_a_cancel(
     kube: KubeCluster,
     tmp_path: Path,
 ) -> None:
-    """Two orphans: killed before the first cancel (both stay), then after it (one cancelled), then the
-    restart cancels the other; a bridge of its own cluster id, so no other test's bridge swept them."""
+    """Two orphans: killed before the sweep's first cancel (both stay: the sweep runs before any worker),
+    then after it (that one cancelled; the other may be too, by the pod reconciler, which ends a gone
+    pod's jobs), then the restart cancels what is left. A bridge of its own cluster id, so no other
+    test's bridge swept them."""
     submitted_at, ids = orphans
     time.sleep(max(0.0, submitted_at + ORPHAN_MIN_AGE_SECONDS - time.monotonic()))
     config = _config(slurm_cluster, kube, ORPHAN_CLUSTER_ID)
