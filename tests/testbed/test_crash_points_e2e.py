@@ -280,8 +280,8 @@ def converged(
 
 
 # --- which points run --------------------------------------------------------------------------------
-# Every point below (44 tests) takes ~6 min on the shared testbed. By default one kill per distinct state
-# left behind runs (22 tests, ~3 min); CRASH_POINTS=all runs them all (a "before-X" mostly leaves what
+# Every point below (44 tests) takes ~5 min on the shared testbed. By default one kill per distinct state
+# left behind runs (22 tests, ~2.5 min); CRASH_POINTS=all runs them all (a "before-X" mostly leaves what
 # "after-W" left).
 EVERY_POINT = os.environ.get("CRASH_POINTS") == "all"
 DEFAULT_POINTS = frozenset(
