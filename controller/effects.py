@@ -23,6 +23,7 @@ from bridge.wellknown import (
     TAINT_MANAGED_NODE,
     Reason,
 )
+from controller.crash_points import NO_CRASH, CrashPoints, Scope, Step
 from controller.eviction import evict_pod
 from controller.plan import CancelJob
 from controller.ports import Events, JobIndex, JobSubmitter, PodWriter
@@ -50,11 +51,25 @@ SUBMIT_REFUSALS: frozenset[str] = frozenset({Reason.INVALID_JOB_OPTIONS, Reason.
 
 
 class PodEffects:
-    def __init__(self, *, kube: PodWriter, slurm: JobSubmitter, jobs: JobIndex, events: Events) -> None:
+    def __init__(
+        self,
+        *,
+        kube: PodWriter,
+        slurm: JobSubmitter,
+        jobs: JobIndex,
+        events: Events,
+        scope: Scope = Scope.POD,
+        crash: CrashPoints = NO_CRASH,
+    ) -> None:
         self._kube = kube
         self._slurm = slurm
         self._jobs = jobs
         self._events = events
+        self._scope = scope  # pods or gangs: names the kill points (controller/crash_points.py)
+        self._crash = crash
+
+    def _reach(self, step: Step) -> None:
+        self._crash.reach(self._scope, step)
 
     # --- Slurm ----------------------------------------------------------------------------------------
 
@@ -66,6 +81,7 @@ class PodEffects:
         """
         if not self._jobs.settled:
             raise RetryLater("an earlier submit may have created a job; waiting for the next poll")
+        self._reach(Step.BEFORE_SUBMIT)
         try:
             result = await self._slurm.submit_job(spec)
         except InvalidRequest as error:
@@ -94,11 +110,13 @@ class PodEffects:
             self._jobs.submit_outcome_unknown()
             raise
         self._jobs.record_submitted(result.job_id, spec)
+        self._reach(Step.AFTER_SUBMIT)
         return result.job_id
 
     async def end_job(self, action: CancelJob) -> None:
         """End a placeholder job as planned: told the pod's exit code, or cancelled; a job already gone
         from slurmctld counts as ended."""
+        self._reach(Step.BEFORE_END_JOB)
         try:
             if action.exit_code is not None:
                 await self._slurm.end_placeholder(action.job_id, action.exit_code, comment=action.comment)
@@ -106,12 +124,14 @@ class PodEffects:
                 await self._slurm.cancel_job(action.job_id)
         except JobNotFound:
             pass
+        self._reach(Step.AFTER_END_JOB)
         self._jobs.poke()
 
     async def cancel_orphans(self, doomed: Sequence[CancelJob], what: str) -> int:
         """Cancel the planned orphan jobs; returns how many were planned. A job already gone counts as
         done; any other failure is logged and left for the next sweep (a sweep never ends the process)."""
         for cancel in doomed:
+            self._reach(Step.BEFORE_ORPHAN_CANCEL)
             try:
                 await self._slurm.cancel_job(cancel.job_id)
             except JobNotFound:
@@ -126,6 +146,7 @@ class PodEffects:
                 )
                 continue
             log.warning("cancelled orphan %s Slurm job %d: %s", what, cancel.job_id, cancel.why)
+            self._reach(Step.AFTER_ORPHAN_CANCEL)
         if doomed:
             self._jobs.poke()
         return len(doomed)
@@ -147,7 +168,9 @@ class PodEffects:
         if (tolerations := with_managed_node_toleration(pod)) is not None:
             patch["spec"] = {"tolerations": tolerations}
         # strategic merge: the finalizer list is merged; tolerations (no merge key) are sent whole
+        self._reach(Step.BEFORE_PREPARE)
         await self._kube.patch(PODS, name, patch, namespace=namespace, patch_type=PatchType.STRATEGIC)
+        self._reach(Step.AFTER_PREPARE)
 
     async def set_condition(
         self, pod: KubeObject, condition_type: str, status: str, reason: str, message: str
@@ -174,23 +197,32 @@ class PodEffects:
     async def bind(self, pod: KubeObject, node_name: str, slurm_node: str) -> None:
         namespace, name, uid = _identity(pod)
         annotations = {ANNOTATION_SLURM_NODE: slurm_node}
+        self._reach(Step.BEFORE_BIND)
         await self._kube.bind_pod(namespace, name, node_name, uid=uid, annotations=annotations)
+        self._reach(Step.AFTER_BIND)
 
     async def delete(self, pod: KubeObject, reason: str, message: str, *, evict: bool = False) -> bool:
         """DisruptionTarget=True (reason, message), as kube-scheduler marks a preempted pod, then delete
         that incarnation, or evict it (controller/eviction.py). False when the pod is gone already."""
+        self._reach(Step.BEFORE_DELETE)
         if not await self.set_condition(pod, CONDITION_DISRUPTION_TARGET, "True", reason, message):
             return False
+        self._reach(Step.AFTER_DISRUPTION_CONDITION)
         namespace, name, uid = _identity(pod)
+        removed = True
         if evict:
-            return await evict_pod(self._kube, namespace, name, uid, reason)
-        await self._kube.delete_pod(namespace, name, uid=uid)
-        return True
+            removed = await evict_pod(self._kube, namespace, name, uid, reason)
+        else:
+            await self._kube.delete_pod(namespace, name, uid=uid)
+        self._reach(Step.AFTER_DELETE)
+        return removed
 
     async def release(self, pod: KubeObject) -> None:
         """Remove the bridge's finalizer."""
         namespace, name, _uid = _identity(pod)
+        self._reach(Step.BEFORE_RELEASE)
         await self._kube.remove_finalizer(PODS, name, FINALIZER, namespace=namespace, current=pod)
+        self._reach(Step.AFTER_RELEASE)
 
     async def record(self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None:
         if warning:

@@ -24,6 +24,7 @@ from bridge.wellknown import (
     CONDITION_POD_GROUP_INITIALLY_SCHEDULED,
     LABEL_SLURM_JOB_ID,
 )
+from controller.crash_points import NO_CRASH, CrashPoints, Scope
 from controller.duties import Duties
 from controller.effects import SUBMIT_REFUSALS, PodEffects
 from controller.gang_plan import (
@@ -113,6 +114,7 @@ class GangReconciler:
         metrics: GangMetrics,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         self._config = config
         self._kube = kube
@@ -124,7 +126,9 @@ class GangReconciler:
         }
         self._nodes = nodes
         self._jobs = jobs
-        self._effects = PodEffects(kube=kube, slurm=slurm, jobs=jobs, events=events)
+        self._effects = PodEffects(
+            kube=kube, slurm=slurm, jobs=jobs, events=events, scope=Scope.GANG, crash=crash
+        )
         self._duties = Duties.of(components)
         self._metrics = metrics
         self._now = now

@@ -23,6 +23,7 @@ from bridge.wellknown import (
     LABEL_APP_NAME,
     SLURMD_APP,
 )
+from controller.crash_points import NO_CRASH, CrashPoints, Scope, Step
 from controller.nodeset_plan import (
     CreateSlurmdPod,
     DeleteSlurmdPod,
@@ -90,6 +91,7 @@ class NodeSetReconciler:
         seen: SlurmSeen | None = None,
         seen_max_age: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         self._kube = kube
         self._slurm = slurm
@@ -103,6 +105,7 @@ class NodeSetReconciler:
         self._pods = pods
         self._events = events
         self._resync = resync_seconds
+        self._crash = crash
 
     async def reconcile(self, key: str) -> Result:
         obj = self._nodesets.get(key)
@@ -200,13 +203,17 @@ class NodeSetReconciler:
             match action:
                 case CreateSlurmdPod(ordinal=ordinal):
                     name = f"{view.name}-{ordinal}"
+                    self._reach(Step.BEFORE_CREATE)
                     try:
                         await self._kube.create(PODS, pod_for(obj, ordinal), namespace=view.namespace)
                     except AlreadyExists:
                         continue  # a create whose answer was lost; the informer will show it
+                    self._reach(Step.AFTER_CREATE)
                     await self._events.normal(obj, "CreatedPod", f"created slurmd pod {name}")
                 case DeleteSlurmdPod(name=name, uid=uid):
+                    self._reach(Step.BEFORE_POD_DELETE)
                     await self._kube.delete(PODS, name, namespace=view.namespace, uid=uid)
+                    self._reach(Step.AFTER_POD_DELETE)
                     await self._events.normal(
                         obj, "DeletedPod", f"deleted slurmd pod {name}: its Slurm node has no job"
                     )
@@ -223,12 +230,16 @@ class NodeSetReconciler:
             case DrainNode(node=node, reason=reason):
                 verb, update, event = "drain", NodeUpdate(state="DRAIN", reason=reason), "Draining"
                 said = f"draining Slurm node {node} for scale-in"
+                before, after = Step.BEFORE_DRAIN, Step.AFTER_DRAIN
             case ResumeNode(node=node):
                 verb, update, event = "resume", NodeUpdate(state="RESUME"), "Resumed"
                 said = f"resumed Slurm node {node}: wanted again"
+                before, after = Step.BEFORE_RESUME, Step.AFTER_RESUME
             case RetireNode(node=node):
                 verb, update, event = "retire", NodeUpdate(state="FUTURE"), "Retired"
                 said = f"returned Slurm node {node} to FUTURE: its pod is gone"
+                before, after = Step.BEFORE_RETIRE, Step.AFTER_RETIRE
+        self._reach(before)
         try:
             await self._slurm.update_node(node, update)
         except SlurmError as error:
@@ -237,8 +248,12 @@ class NodeSetReconciler:
             await self._events.warning(obj, Why.DRAIN_REFUSED, message)
             return message
         self._node_written_at = self._monotonic()
+        self._reach(after)
         await self._events.normal(obj, event, said)
         return None
+
+    def _reach(self, step: Step) -> None:
+        self._crash.reach(Scope.NODESET, step)
 
     async def _write_status(
         self, obj: KubeObject, view: NodeSetView, plan: NodeSetPlan, outcome: _Outcome

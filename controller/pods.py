@@ -18,6 +18,7 @@ from bridge.config import BridgeConfig
 from bridge.objects import NodeInfo, PodInfo, slurm_to_kubernetes_nodes
 from bridge.translate import with_owner_options
 from bridge.wellknown import LABEL_JOBSET_NAME, LABEL_LWS_NAME
+from controller.crash_points import NO_CRASH, CrashPoints, Scope
 from controller.duties import Duties
 from controller.effects import SUBMIT_REFUSALS, PodEffects
 from controller.latency import StartLatency
@@ -82,6 +83,7 @@ class PodReconciler:
         metrics: PodMetrics,
         gang_of: Callable[[KubeObject], str | None] = lambda _pod: None,
         on_gang_member: Callable[[str], None] = lambda _gang_key: None,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         self._config = config
         self._kube = kube
@@ -89,7 +91,9 @@ class PodReconciler:
         self._pods = pods
         self._nodes = nodes
         self._jobs = jobs
-        self._effects = PodEffects(kube=kube, slurm=slurm, jobs=jobs, events=events)
+        self._effects = PodEffects(
+            kube=kube, slurm=slurm, jobs=jobs, events=events, scope=Scope.POD, crash=crash
+        )
         self._duties = Duties.of(components)
         self._metrics = metrics
         # A gang member is planned with its gang (controller/gang_plan.py), never on its own: gang_of

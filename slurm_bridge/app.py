@@ -108,9 +108,12 @@ async def run_async(
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({waiter, *essential}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        for task in done:
-            if task is not waiter and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        failed = [t for t in done if t is not waiter and not t.cancelled() and t.exception() is not None]
+        # Ended here, not by the stack: the stack closes the Kubernetes client first (LIFO), and the
+        # leader must hand its Lease back through it, or followers wait for the Lease to expire.
+        await _cancel_all(essential)
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
         log.info("stopping")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -14,8 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
 from bridge.gang import GangKind
-from bridge.startup_checks import refuse_unsupported
+from bridge.startup_checks import StartupRefused, refuse_unsupported
 from bridge.wellknown import LABEL_APP_NAME, SLURMD_APP
+from controller.crash_points import NO_CRASH, CrashPoints
 from controller.gangs import GANG_INDEX, GangMetrics, GangReconciler
 from controller.nodesets import NODESET_INDEX, NodeSetReconciler, nodeset_of_pod
 from controller.pods import PodMetrics, PodReconciler
@@ -83,6 +85,7 @@ class Workloads:
         registry: CollectorRegistry,
         metrics: ControllerMetrics,
         identity: str,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         resync = config.resync_interval_seconds
         self.pods = Informer(
@@ -132,6 +135,7 @@ class Workloads:
             metrics=PodMetrics(registry),
             gang_of=router.gang_of,
             on_gang_member=router.to_gang,
+            crash=crash,
         )
         self.gang_reconciler = GangReconciler(
             config,
@@ -145,6 +149,7 @@ class Workloads:
             events=events,
             components=components,
             metrics=GangMetrics(registry),
+            crash=crash,
         )
         workers = config.workers
         self.pod_controller = Controller(
@@ -218,6 +223,7 @@ async def build_workloads(
     registry: CollectorRegistry,
     identity: str,
     shared: SharedSlurmView | None = None,
+    crash: CrashPoints = NO_CRASH,
 ) -> Workloads:
     resync = config.resync_interval_seconds
     # A group API the cluster does not serve (CRD not installed, Kubernetes < 1.37) has no informer:
@@ -225,7 +231,7 @@ async def build_workloads(
     pod_groups = await group_informer(kube, COSCHEDULING_POD_GROUPS, resync, "podgroups")
     workload_groups = await group_informer(kube, WORKLOAD_POD_GROUPS, resync, "workload-podgroups")
     metrics = ControllerMetrics(registry)  # one per registry, shared by every controller
-    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics, shared)
+    nodesets = await build_nodesets(config, components, kube, operator, identity, metrics, shared, crash)
     workloads = Workloads(
         config,
         components,
@@ -237,6 +243,7 @@ async def build_workloads(
         registry=registry,
         metrics=metrics,
         identity=identity,
+        crash=crash,
     )
     if shared is not None:
         shared.attach_jobs(workloads.jobs)
@@ -251,6 +258,7 @@ async def build_nodesets(
     identity: str,
     metrics: ControllerMetrics,
     seen: SlurmSeen | None = None,
+    crash: CrashPoints = NO_CRASH,
 ) -> NodeSets | None:
     """The NodeSet controller, when on, part of the controller component, and the CRD is served."""
     if "controller" not in components or not config.nodeset.enabled:
@@ -285,6 +293,7 @@ async def build_nodesets(
         seen=seen,
         # A shared view older than a few polls means its reader is stuck: then Slurm is asked directly.
         seen_max_age=max(10.0, 3 * config.poll_interval_seconds),
+        crash=crash,
     )
     controller = Controller(
         "nodesets", reconciler, workers=2, metrics=metrics, backoff=Backoff(cap=MAX_RETRY_SECONDS)
@@ -352,6 +361,13 @@ async def start_workloads(
     capabilities = await slurm.discover()
     log.info("Slurm at %s speaks REST %s", config.slurm.url, capabilities.api_version)
     refuse_unsupported(config, capabilities)  # StartupRefused: slurm_bridge/app.py says why, exit 2
+    # Test-only (controller/crash_points.py): read once, here; unset, it never does anything.
+    try:
+        crash = CrashPoints.from_environment(os.environ)
+    except ValueError as bad:
+        raise StartupRefused(str(bad)) from bad  # slurm_bridge/app.py says why, exit 2
+    if crash.point is not None:
+        log.warning("kill point armed: the process will die at %s:%d", crash.point, crash.nth)
     workloads = await build_workloads(
         config,
         components,
@@ -361,6 +377,7 @@ async def start_workloads(
         registry=registry,
         identity=identity,
         shared=shared,
+        crash=crash,
     )
     if workloads.tenant_users is not None:
         stack.push_async_callback(workloads.tenant_users.aclose)

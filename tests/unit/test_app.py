@@ -135,3 +135,45 @@ def test_a_lost_lease_ends_the_process_with_its_own_status(
     monkeypatch.setattr(app, "run_async", lose)
     assert app.run(BridgeConfig(), {"scheduler", "controller"}) == EXIT_LEADERSHIP_LOST
     assert "rejoin as a follower" in caplog.text
+
+
+async def test_a_stopped_leader_hands_its_lease_back_before_the_kubernetes_client_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM (here: `stop`) ends the leader's task while its Kubernetes client is still open, so the
+    elector's release reaches the API server and a follower takes over at once (not after expiry)."""
+    import asyncio
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    import slurm_bridge.workloads
+
+    kube_open = True
+    released_while_open: list[bool] = []
+
+    @contextlib.asynccontextmanager
+    async def clients(_config: BridgeConfig) -> AsyncIterator[tuple[None, None]]:
+        yield None, None
+
+    async def leader() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:  # where LeaderElector.leading() releases the Lease
+            released_while_open.append(kube_open)
+
+    async def start(
+        _config: Any, _wanted: Any, stack: contextlib.AsyncExitStack, *_args: Any, **_kwargs: Any
+    ) -> Any:
+        def close() -> None:
+            nonlocal kube_open
+            kube_open = False
+
+        stack.callback(close)  # as start_workloads closes its KubeClient
+        return asyncio.create_task(leader())
+
+    monkeypatch.setattr(app, "slurm_clients", clients)
+    monkeypatch.setattr(slurm_bridge.workloads, "start_workloads", start)
+    stop = asyncio.Event()
+    stop.set()
+    await app.run_async(BridgeConfig(metrics_listen_address=""), {"scheduler", "controller"}, stop=stop)
+    assert released_while_open == [True]
