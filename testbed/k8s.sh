@@ -231,12 +231,23 @@ down() {
   rm -f "$STATE_ROOT/k8s.env"
 }
 
+# Only the API server, for the server-fault e2e (tests/testbed/test_server_faults_e2e.py): etcd keeps the
+# state, so a restart is what a control-plane upgrade or crash looks like to its clients.
+apiserver_stop() {
+  local pat="kube-apiserver --etcd-servers=http://127.0.0.1:$ETCD_PORT" _
+  pkill -f -- "$pat" || true
+  for _ in $(seq 50); do running "$pat" || return 0; sleep 0.2; done
+  pkill -9 -f -- "$pat" || true
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  apiserver-stop) apiserver_stop ;;
+  apiserver-start) start_apiserver ;;
   status)
     echo "== Kubernetes $K8S_VERSION"
     if running "kube-apiserver --etcd-servers=http://127.0.0.1:$ETCD_PORT"; then kubectl get nodes -o wide || true; else echo "not running"; fi
     ;;
-  *) die "usage: k8s.sh up|down|status" ;;
+  *) die "usage: k8s.sh up|down|status|apiserver-stop|apiserver-start" ;;
 esac

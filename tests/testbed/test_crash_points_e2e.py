@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -517,6 +518,87 @@ def test_a_gang_whose_job_is_cancelled_killed_at(
     finally:
         bridge.stop()
         cluster.kubectl("delete", "podgroups.scheduling.x-k8s.io", group, "--wait=false", check=False)
+
+
+# --- random kills during a burst -------------------------------------------------------------------------
+
+BURST_PODS = int(os.environ.get("CRASH_BURST_PODS", "200"))
+BURST_GANGS = int(os.environ.get("CRASH_BURST_GANGS", "20"))
+BURST_KILLS = 3
+RUN = "testbed.slurm-bridge.io/run-duration"
+
+
+def _sacct_jobs_by_name(cluster: CrashCluster, names: list[str], since: str) -> dict[str, list[str]]:
+    """Every job Slurm's accounting recorded under each name since `since` (ended ones too)."""
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for start in range(0, len(names), 50):  # a command line of reasonable length
+        chunk = ",".join(names[start : start + 50])
+        out = cluster.slurm.cli(
+            "sacct", "-X", "-n", "-P", "-S", since, "--name", chunk, "-o", "JobID,JobName"
+        )
+        for line in out.splitlines():
+            job_id, _, name = line.partition("|")
+            if name in found:
+                found[name].append(job_id)
+    return found
+
+
+def test_random_kills_during_a_burst_of_pods_and_gangs(
+    cluster: CrashCluster, slurm_cluster: SlurmCluster, kube: KubeCluster, tmp_path: Path
+) -> None:
+    """200 single pods and 20 gangs of 4, each running 2 s, created at once; the bridge is killed -9 at
+    random moments while it submits, binds and ends them (seed printed: CRASH_BURST_SEED replays it).
+    Every pod must run to completion with exactly one Slurm job ever, per pod and per gang."""
+    seed = int(os.environ.get("CRASH_BURST_SEED") or time.time())
+    rng = random.Random(seed)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")  # Slurm runs on this host: the same clock
+    singles = [unique("burst") for _ in range(BURST_PODS)]
+    gangs = [(unique("bgang"), unique("crash-bgang")) for _ in range(BURST_GANGS)]
+    items: list[dict[str, Any]] = []
+    for group, job_name in gangs:
+        items.append(pod_group_manifest(group, job_name, GANG))
+        items += [pod_manifest(f"{group}-{i}", group=group) for i in range(GANG)]
+    items += [pod_manifest(name) for name in singles]
+    for item in items:
+        if item["kind"] == "Pod":
+            item["metadata"]["annotations"][RUN] = "2s"
+    bridge = BridgeProcess(_config(slurm_cluster, kube), tmp_path, name="burst")
+    bridge.start()
+    try:
+        started = time.monotonic()
+        cluster.kube.kubectl(
+            "create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        )
+        kills = sorted(rng.uniform(1.0, 30.0) for _ in range(BURST_KILLS))
+        for at in kills:
+            time.sleep(max(0.0, at - (time.monotonic() - started)))
+            bridge.kill9()
+            bridge.start()
+        names = [*singles, *(f"{g}-{i}" for g, _ in gangs for i in range(GANG))]
+
+        def all_succeeded() -> bool:
+            phases = {n: p.get("status", {}).get("phase") for n, p in cluster.pods().items()}
+            return all(phases.get(n) == "Succeeded" for n in names)
+
+        converged(cluster, f"{len(names)} pods run to completion", all_succeeded, 420)
+        converged(
+            cluster,
+            "no active job of ours",
+            lambda: not [j for j in cluster.jobs() if j["state"] in ACTIVE],
+            120,
+        )
+        took = time.monotonic() - started
+        ever = _sacct_jobs_by_name(cluster, [*singles, *(job for _, job in gangs)], since)
+        twice = {name: ids for name, ids in ever.items() if len(ids) != 1}
+        print(
+            f"\nburst of {len(singles)} pods + {len(gangs)} gangs of {GANG}, killed at "
+            f"{', '.join(f'{k:.1f}' for k in kills)} s (seed {seed}): all done in {took:.0f} s; "
+            f"{sum(map(len, ever.values()))} jobs for {len(ever)} pods/gangs"
+        )
+        assert not twice, f"not exactly one job per pod/gang (seed {seed}): {twice}"
+    finally:
+        bridge.stop()
+        _clear(cluster)
 
 
 # --- the orphan sweep -----------------------------------------------------------------------------------

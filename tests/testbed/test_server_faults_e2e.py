@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +40,7 @@ from tests.testbed.bridge_harness import (
 )
 from tests.testbed.bridge_harness import wait_for as _wait_for
 from tests.testbed.fault_proxy import Fault, FaultProxy
-from tests.testbed_env import KubeCluster, SlurmCluster
+from tests.testbed_env import REPO, KubeCluster, SlurmCluster
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slurm_default_only]
 
@@ -268,6 +270,47 @@ def test_a_slurmrestd_fault_is_shown_never_acted_on_and_recovered(faults: Faults
     wait_for("the new pod converged", lambda: faults.converged(newcomer), 40)
     faults.assert_nothing_lost()
     assert "Traceback" not in faults.bridge.log()[log_before:]  # (not counting the clean-up below)
+    faults.cluster.delete_pod(newcomer, NAMESPACE)
+    wait_for("the new pod gone", lambda: faults.pod(newcomer) is None, 30)
+
+
+def _k8s(action: str) -> None:
+    subprocess.run(["bash", str(REPO / "testbed" / "k8s.sh"), action], check=True, timeout=120)
+
+
+def test_the_api_server_stopped_and_restarted(faults: Faults) -> None:
+    """kube-apiserver gone for longer than the Lease's renew deadline, then back (etcd kept): the bridge
+    touches nothing in Slurm meanwhile; it keeps running or stops cleanly with exit status 3 (it could not
+    renew its Lease: a Deployment restarts it); then it leads again and converges, nothing lost."""
+    faults.assert_nothing_lost()
+    log_before = len(faults.bridge.log())
+    deadline = float(faults.bridge.config["leader_election"]["renew_deadline_seconds"])
+    _k8s("apiserver-stop")
+    try:
+        time.sleep(deadline + 5)
+        # Slurm's side while Kubernetes is away: both jobs as they were
+        assert [(j["id"], j["state"]) for j in faults.jobs(faults.running)] == [
+            (faults.running_job, "RUNNING")
+        ]
+        assert [(j["id"], j["state"]) for j in faults.jobs(faults.pending)] == [
+            (faults.pending_job, "PENDING")
+        ]
+    finally:
+        _k8s("apiserver-start")
+    process = faults.bridge.process
+    assert process is not None
+    if process.poll() is not None:
+        assert process.returncode == 3, f"exit {process.returncode}:\n{faults.bridge.log()[-3000:]}"
+        faults.bridge.process = None
+        faults.bridge.start()  # as its Deployment would
+    wait_for("/readyz 200 after the API server came back", lambda: faults.readiness()[0] == 200, 60)
+    faults.assert_nothing_lost()
+    newcomer = unique("after-api")
+    faults.cluster.create(_pod(newcomer))
+    wait_for("a pod created after the restart converged", lambda: faults.converged(newcomer), 60)
+    said = faults.bridge.log()[log_before:]
+    assert "Traceback" not in said
+    print(f"\nAPI server stopped {deadline + 5:.0f} s: bridge exit {process.returncode} (None: stayed up)")
     faults.cluster.delete_pod(newcomer, NAMESPACE)
     wait_for("the new pod gone", lambda: faults.pod(newcomer) is None, 30)
 
