@@ -113,8 +113,13 @@ class NodeSetReconciler:
             return Result()  # gone; its pods are garbage-collected through their owner reference
         view = _view_of(obj)
         members = self._members(obj)
-        slurm = await self._slurm_view(view, members)
+        slurm = await self._slurm_view(view, members, shared=True)
         plan = plan_nodeset(view, members, slurm)
+        if plan.actions and self._seen is not None:
+            # The shared view may be seconds old (an admin's drain, a slurmd just registered): it may
+            # say "nothing to do", but every drain, resume, retire or delete is decided on a fresh read.
+            slurm = await self._slurm_view(view, members, shared=False)
+            plan = plan_nodeset(view, members, slurm)
         outcome = await self._apply(obj, view, plan.actions)
         await self._write_status(obj, view, plan, outcome)
         if plan.waiting or outcome.refused:
@@ -146,9 +151,11 @@ class NodeSetReconciler:
             )
         return members
 
-    async def _slurm_view(self, view: NodeSetView, members: Sequence[MemberPod]) -> SlurmView | None:
+    async def _slurm_view(
+        self, view: NodeSetView, members: Sequence[MemberPod], *, shared: bool
+    ) -> SlurmView | None:
         try:
-            seen = self._fresh_nodes_seen()
+            seen = self._fresh_nodes_seen() if shared else None
             partition_nodes: tuple[str, ...] | None
             if seen is not None:
                 found = next((p for p in seen.partitions if p.name == view.partition), None)
@@ -173,7 +180,7 @@ class NodeSetReconciler:
             if unlisted or any(n.drained and busy(n) for n in nodes.values()):
                 # only while a drain waits on jobs (to name them), or a member's node is not listed
                 running: dict[str, list[int]] = {}
-                for job in await self._jobs():
+                for job in await self._jobs(shared):
                     if not job.state.is_finished or "COMPLETING" in job.state_flags:
                         for node in job.nodes:
                             running.setdefault(node, []).append(job.job_id)
@@ -192,8 +199,8 @@ class NodeSetReconciler:
             return None  # the shared reader is stuck: ask Slurm rather than act on old news
         return seen
 
-    async def _jobs(self) -> Sequence[Job]:
-        jobs = self._seen.slurm_jobs_seen() if self._seen is not None else None
+    async def _jobs(self, shared: bool) -> Sequence[Job]:
+        jobs = self._seen.slurm_jobs_seen() if self._seen is not None and shared else None
         return jobs if jobs is not None else (await self._slurm.list_jobs()).jobs
 
     # --- acting ----------------------------------------------------------------------------------------

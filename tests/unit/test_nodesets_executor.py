@@ -199,17 +199,23 @@ CASES = [
 ]
 
 
-class NoReads(FakeSlurm):
-    """Slurm that must not be read: the shared view answers instead (writes still go through)."""
+class CountedReads(FakeSlurm):
+    """Slurm whose reads are counted: with a fresh shared view, a pass that changes nothing reads none;
+    one that acts reads Slurm once more before acting (writes always go through)."""
+
+    reads = 0
 
     async def get_partition(self, name: str) -> Partition:
-        raise AssertionError("read Slurm's partition despite a fresh shared view")
+        self.reads += 1
+        return await super().get_partition(name)
 
     async def list_nodes(self) -> tuple[Node, ...]:
-        raise AssertionError("listed Slurm's nodes despite a fresh shared view")
+        self.reads += 1
+        return await super().list_nodes()
 
     async def list_jobs(self) -> JobList:
-        raise AssertionError("listed Slurm's jobs despite the shared job index")
+        self.reads += 1
+        return await super().list_jobs()
 
 
 @dataclass
@@ -241,7 +247,7 @@ async def test_nodeset_executor(case: Case, shared: bool) -> None:
     if case.foreign_pod:
         pods.append(slurmd_pod(5, owner="someone-else"))
     partitions = [Partition(name="nodeset", nodes=DECLARED)] if case.partition else []
-    slurm = (NoReads if shared else FakeSlurm)(partitions=partitions, nodes=case.nodes, jobs=case.jobs)
+    slurm = CountedReads(partitions=partitions, nodes=case.nodes, jobs=case.jobs)
     seen = Seen(SeenSlurmNodes(tuple(case.nodes), tuple(partitions), read_at=100.0), tuple(case.jobs))
     if case.slurm_down:
         slurm.fail = SlurmTransportError("connection refused", sent=False)
@@ -267,6 +273,34 @@ async def test_nodeset_executor(case: Case, shared: bool) -> None:
     assert condition["observedGeneration"] == 3
     assert status[0]["replicas"] == len(case.pods)
     assert events.reasons() == case.events
+    if shared:
+        acted = bool(case.kube or case.slurm or case.refuse_update)  # a refused drain was tried
+        assert (slurm.reads > 0) is acted, f"{slurm.reads} reads of Slurm; acted: {acted}"
+
+
+async def test_a_stale_shared_view_never_drains_a_node_an_admin_drained_meanwhile() -> None:
+    """The shared view still shows ns-1 idle; Slurm already has it drained by an admin: scale-in must
+    not take it (nor re-reason it)."""
+    idle = [Node(name=f"ns-{i}", state=NodeState.IDLE, cpus_total=4) for i in range(2)]
+    admin_drained = Node(
+        name="ns-1", state=NodeState.IDLE, state_flags=frozenset({"DRAIN"}), reason="bad-dimm", cpus_total=4
+    )
+    partitions = [Partition(name="nodeset", nodes=DECLARED)]
+    slurm = CountedReads(partitions=partitions, nodes=[idle[0], admin_drained], jobs=[])
+    seen = Seen(SeenSlurmNodes(tuple(idle), tuple(partitions), read_at=100.0), ())
+    kube = FakeKube()
+    reconciler = NodeSetReconciler(
+        kube=kube,
+        slurm=slurm,
+        nodesets=FakeCache([nodeset(1)]),
+        pods=FakeCache([slurmd_pod(0), slurmd_pod(1)], indexes={NODESET_INDEX: nodeset_of_pod}),
+        events=FakeEvents(),
+        seen=seen,
+        monotonic=lambda: 101.0,
+    )
+    await reconciler.reconcile(KEY)
+    assert [u for u in slurm.node_updates if u[0] == "ns-1"] == []
+    assert slurm.node_updates == [("ns-0", "DRAIN")]
 
 
 async def test_a_gone_nodeset_writes_nothing() -> None:
