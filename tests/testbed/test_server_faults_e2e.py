@@ -319,13 +319,25 @@ def test_a_lease_taken_over_ends_the_leader_cleanly_and_a_restart_rejoins(faults
     """Someone else holds the Lease (as after a partition): the leader stops at once with exit status 3
     and one ERROR line, no traceback, touching nothing; restarted, it leads again once the Lease frees."""
     kubectl = faults.cluster.kube.kubectl
-    lease = json.loads(kubectl("-n", LEASE_NAMESPACE, "get", "lease", LEASE, "-o", "json"))
-    holder = lease["spec"]["holderIdentity"]
-    lease["spec"]["holderIdentity"] = "faults-intruder"
-    lease["spec"]["leaseDurationSeconds"] = 3  # the intruder never renews: it lapses 3 s later
-    lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     log_before = len(faults.bridge.log())
-    kubectl("replace", "-f", "-", stdin=json.dumps(lease))
+
+    def take_over() -> str | None:
+        """The intruder's replace, on the Lease's current version: the bridge renews it every 0.5 s, so a
+        replace may meet a newer version (409) and is simply tried again."""
+        lease = json.loads(kubectl("-n", LEASE_NAMESPACE, "get", "lease", LEASE, "-o", "json"))
+        holder = str(lease["spec"]["holderIdentity"])
+        lease["spec"]["holderIdentity"] = "faults-intruder"
+        lease["spec"]["leaseDurationSeconds"] = 3  # the intruder never renews: it lapses 3 s later
+        lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            kubectl("replace", "-f", "-", stdin=json.dumps(lease))
+        except RuntimeError as error:
+            if "Conflict" not in str(error):
+                raise
+            return None
+        return holder
+
+    holder = _wait_for("the intruder's replace of the Lease", take_over, 15, every=0.05)
     process = faults.bridge.process
     assert process is not None
     assert process.wait(timeout=15) == 3
