@@ -206,8 +206,9 @@ def _config(slurm: SlurmCluster, kube: KubeCluster, cluster_id: str = CLUSTER_ID
     return config
 
 
-def _clear(cluster: CrashCluster) -> None:
-    """Nothing of this file's left: its pods (finalizers dropped), PodGroups and active jobs."""
+def _clear(cluster: CrashCluster, cluster_ids: tuple[str, ...] = (CLUSTER_ID, ORPHAN_CLUSTER_ID)) -> None:
+    """Nothing of this file's left: its pods (finalizers dropped), PodGroups and active jobs (of
+    `cluster_ids`: a test in the middle of the module must spare the orphans aging for the sweep test)."""
     for name, pod in cluster.pods().items():
         if pod["metadata"].get("finalizers"):
             cluster.kubectl(
@@ -215,9 +216,7 @@ def _clear(cluster: CrashCluster) -> None:
             )
     cluster.kubectl("delete", "pods", "--all", "--grace-period=0", "--force", check=False)
     cluster.kubectl("delete", "podgroups.scheduling.x-k8s.io", "--all", "--wait=false", check=False)
-    ids = [
-        j["id"] for cid in (CLUSTER_ID, ORPHAN_CLUSTER_ID) for j in cluster.jobs(cid) if j["state"] in ACTIVE
-    ]
+    ids = [j["id"] for cid in cluster_ids for j in cluster.jobs(cid) if j["state"] in ACTIVE]
     if ids:
         cluster.slurm.cli("scancel", *ids, check=False)
 
@@ -598,7 +597,7 @@ def test_random_kills_during_a_burst_of_pods_and_gangs(
         assert not twice, f"not exactly one job per pod/gang (seed {seed}): {twice}"
     finally:
         bridge.stop()
-        _clear(cluster)
+        _clear(cluster, (CLUSTER_ID,))
 
 
 # --- the orphan sweep -----------------------------------------------------------------------------------
