@@ -343,9 +343,11 @@ def test_fair_share_orders_the_queue(cluster: Cluster, bridge: BridgeProcess, ch
 def test_backfill_starts_a_pod_with_a_limit_ahead_of_a_big_job(
     cluster: Cluster, bridge: BridgeProcess
 ) -> None:
-    # One node busy for at most 2 minutes; a big high-priority job waits for all four: three nodes
-    # are a hole of (up to) 2 minutes that only a job with a shorter limit may use.
-    busy = _block(cluster, 1, "-t", "2", name="acct-bf-busy", secs=110)
+    # One node busy for at most 4 minutes; a big high-priority job waits for all four: three nodes
+    # are a hole of 4 minutes that only a job with a shorter limit may use. (A 2-minute hole failed
+    # now and then: backfill plans in whole minutes (bf_resolution=60), so a 1-minute job submitted
+    # late in a minute could overlap the big job's rounded start.)
+    busy = _block(cluster, 1, "-t", "4", name="acct-bf-busy", secs=230)
     wait_for("busy job running", lambda: _squeue(cluster, busy)[0] == "RUNNING", 60)
     big = _block(cluster, 4, "-q", "high", "-A", "physics", "-t", "5", name="acct-bf-big", secs=5)
     limited, unlimited = unique("acct-bf-lim"), unique("acct-bf-inf")
@@ -353,11 +355,16 @@ def test_backfill_starts_a_pod_with_a_limit_ahead_of_a_big_job(
         wait_for("big job pending", lambda: _squeue(cluster, big)[0] == "PENDING", 30)
         cluster.create(_pod(limited, {OPT + "timelimit": "1", RUN: "600s"}))
         cluster.create(_pod(unlimited, {RUN: "600s"}))
-        wait_for(
-            "pod with a limit backfilled",
-            lambda: (_get(cluster, limited) or {}).get("spec", {}).get("nodeName"),
-            45,
-        )
+        try:
+            wait_for(
+                "pod with a limit backfilled",
+                lambda: (_get(cluster, limited) or {}).get("spec", {}).get("nodeName"),
+                45,
+            )
+        except AssertionError:
+            print(cluster.slurm.cli("squeue", "-o", "%.8i %.14j %.9T %.22r %.10l %.6D %N %S %Q"))
+            print(cluster.slurm.cli("sinfo", "-N", "-o", "%N %T %C %E"))
+            raise
         time.sleep(12)  # two more backfill passes (bf_interval=5): the pod without a limit must still wait
         assert not (_get(cluster, unlimited) or {}).get("spec", {}).get("nodeName")
         assert _squeue(cluster, big)[0] == "PENDING"
