@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import yaml
 
+from slurm_client import expand_hostlist
 from tools.demo import TESTBED, testbed_environment
 
 NS = "bench-speed"
@@ -80,6 +81,17 @@ class Figures:
     rss_mib: float | None
     idle_cpu_share: float | None  # of one core
     polls: dict[str, float]
+    rates: tuple[Rate, ...] = ()  # the wide bursts and the mass delete
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One thing done `count` times, by the bare script and by the bridge, in the same run."""
+
+    figure: str
+    count: int
+    raw_seconds: float | None
+    bridge_seconds: float | None
 
 
 def table(f: Figures) -> list[Row]:
@@ -119,6 +131,19 @@ def table(f: Figures) -> list[Row]:
                 bridge_rate >= 0.95 * raw_rate,
             )
         )
+    for rate in f.rates:
+        if rate.raw_seconds and rate.bridge_seconds:
+            raw_rate, bridge_rate = rate.count / rate.raw_seconds, rate.count / rate.bridge_seconds
+            rows.append(
+                Row(
+                    rate.figure,
+                    raw_rate,
+                    bridge_rate,
+                    "1/s",
+                    ">= 0.95 x bare script",
+                    bridge_rate >= 0.95 * raw_rate,
+                )
+            )
     rows.append(
         Row(
             "bridge RSS",
@@ -217,18 +242,24 @@ def kube_http(kubeconfig: Path) -> Iterator[httpx.Client]:
             yield client
 
 
-def pod_body(name: str, scheduler: str = SCHEDULER) -> dict[str, Any]:
+def pod_body(
+    name: str,
+    scheduler: str = SCHEDULER,
+    *,
+    memory_mib: int = 32,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    limits = {"cpu": "100m", "memory": f"{memory_mib}Mi"}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "annotations": annotations or {}, "labels": labels or {}},
         "spec": {
             "schedulerName": scheduler,
             "terminationGracePeriodSeconds": 0,
             "tolerations": [{"key": "slinky.slurm.net/managed-node", "operator": "Exists"}],
-            "containers": [
-                {"name": "c", "image": "pause", "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}}
-            ],
+            "containers": [{"name": "c", "image": "pause", "resources": {"limits": limits}}],
         },
     }
 
@@ -245,20 +276,25 @@ class Slurm:
             key=lambda v: int(v.rsplit(".", 1)[1]),
         )
 
-    def submit(self, name: str) -> int:
+    def submit(
+        self, name: str, *, partition: str = "slurm-bridge", memory_mib: int = 32, nodes: int = 1
+    ) -> int:
         job: dict[str, Any] = {
             "name": name,
-            "partition": "slurm-bridge",
+            "partition": partition,
             "current_working_directory": "/tmp",
             # What the bridge asks for a pod of 100m CPU and 32Mi under the testbed's config (see
             # `slurm-bridge explain`): 1 task of 1 CPU, 32 MB, the 60-minute default time limit. A
             # shorter limit would let Slurm's backfill start the raw job sooner than the bridge's.
-            "tasks": 1,
+            # A gang of `nodes` members: one task on each of `nodes` nodes (bridge/gang_translate.py).
+            "tasks": nodes,
             "cpus_per_task": 1,
-            "memory_per_node": {"set": True, "number": 32} if self.api != "v0.0.38" else 32,
+            "memory_per_node": {"set": True, "number": memory_mib} if self.api != "v0.0.38" else memory_mib,
             "time_limit": {"set": True, "number": 60} if self.api != "v0.0.38" else 60,
             "standard_output": "/dev/null",
         }
+        if nodes > 1:
+            job |= {"minimum_nodes": nodes, "maximum_nodes": nodes}
         if int(self.api.rsplit(".", 1)[1]) >= 43:
             # The job the bridge submits there: an allocation that launches nothing (EXTERNAL_JOB).
             external = {
@@ -286,6 +322,18 @@ class Slurm:
 
     def cancel(self, job_id: int) -> None:
         self.http.delete(f"/slurm/{self.api}/job/{job_id}")
+
+    def states(self) -> dict[int, tuple[set[str], str]]:
+        """Every job Slurm lists, in one read: id -> (state flags, node list)."""
+        jobs = self.http.get(f"/slurm/{self.api}/jobs").json().get("jobs") or []
+        out: dict[int, tuple[set[str], str]] = {}
+        for job in jobs:
+            state = job.get("job_state")
+            out[int(job["job_id"])] = (
+                set(state if isinstance(state, list) else [state]),
+                str(job.get("nodes") or ""),
+            )
+        return out
 
 
 def start_time(job: dict[str, Any]) -> float | None:
@@ -383,6 +431,218 @@ def raw_burst(kube: httpx.Client, slurm: Slurm, count: int) -> tuple[float, list
     return seconds, progress
 
 
+# --- the wide bursts: room for every job at once ------------------------------------------------------
+
+WIDE_PARTITION = "bench-wide"
+WIDE_MEMORY_MIB = 16  # 1,000 jobs of 16 MB fit the 4 x 8 GB the testbed declares
+PARTITION_ANNOTATION = "slurm-bridge.io/partition"
+POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"}
+
+
+@contextmanager
+def wide_partition(env: dict[str, str]) -> Iterator[None]:
+    """The testbed's 4 nodes of 4 CPUs hold 16 one-CPU jobs. For the wide bursts a partition is made
+    for the run over the same nodes with each core shared by up to 64 jobs (OverSubscribe=FORCE:64,
+    1,024 one-CPU slots), so neither side waits for Slurm to free room: the burst measures submits,
+    starts and binds, not the testbed's size. Removed again afterwards."""
+    create = (
+        f"scontrol create PartitionName={WIDE_PARTITION} Nodes=slurm-bridge-[0-3] "
+        "OverSubscribe=FORCE:64 MaxTime=INFINITE State=UP"
+    )
+    subprocess.run(["bash", "-c", create], env=env, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(
+            ["bash", "-c", f"scontrol delete PartitionName={WIDE_PARTITION}"], env=env, check=False
+        )
+
+
+def create_all(kube: httpx.Client, bodies: Sequence[dict[str, Any]], path: str = "pods") -> None:
+    for body in bodies:
+        kube.post(f"/api/v1/namespaces/{NS}/{path}", json=body).raise_for_status()
+
+
+def pod_group(name: str, members: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+        "kind": "PodGroup",
+        "metadata": {"name": name, "annotations": {PARTITION_ANNOTATION: WIDE_PARTITION}},
+        "spec": {"minMember": members},
+    }
+
+
+def bound_count(kube: httpx.Client) -> int:
+    items = kube.get(f"/api/v1/namespaces/{NS}/pods").json()["items"]
+    return sum(1 for p in items if p["spec"].get("nodeName"))
+
+
+def bridge_wide(
+    kube: httpx.Client, pods: int, gangs: int, size: int
+) -> tuple[float, list[tuple[float, int]]]:
+    """Through the bridge: create every pod (and PodGroup) at once, then wait until all are bound."""
+    began = time.monotonic()
+    if gangs:
+        for g in range(gangs):
+            kube.post(
+                f"/apis/scheduling.x-k8s.io/v1alpha1/namespaces/{NS}/podgroups",
+                json=pod_group(f"wg-{g}", size),
+            ).raise_for_status()
+            create_all(
+                kube,
+                [
+                    pod_body(f"wg-{g}-{m}", memory_mib=WIDE_MEMORY_MIB, labels={POD_GROUP_LABEL: f"wg-{g}"})
+                    for m in range(size)
+                ],
+            )
+    else:
+        wide = {PARTITION_ANNOTATION: WIDE_PARTITION}
+        create_all(
+            kube, [pod_body(f"wide-{i}", memory_mib=WIDE_MEMORY_MIB, annotations=wide) for i in range(pods)]
+        )
+    total = pods or gangs * size
+    progress: list[tuple[float, int]] = []
+
+    def all_bound() -> bool:
+        progress.append((time.monotonic() - began, bound_count(kube)))
+        return progress[-1][1] >= total
+
+    wait(f"{total} wide-burst pods bound", all_bound, 900, 0.5)
+    return time.monotonic() - began, progress
+
+
+def raw_wide(
+    kube: httpx.Client, slurm: Slurm, pods: int, gangs: int, size: int
+) -> tuple[float, list[tuple[float, int]], list[int]]:
+    """The bare script: every submit, then every pod, then (reading Slurm's whole job list once a
+    round) each started job's pods labelled with its id and bound to its nodes."""
+    began = time.monotonic()
+    members: dict[int, list[str]] = {}
+    if gangs:
+        for g in range(gangs):
+            job = slurm.submit(
+                f"bench-wg-{g}", partition=WIDE_PARTITION, memory_mib=WIDE_MEMORY_MIB, nodes=size
+            )
+            members[job] = [f"rg-{g}-{m}" for m in range(size)]
+    else:
+        for i in range(pods):
+            job = slurm.submit(f"bench-wide-{i}", partition=WIDE_PARTITION, memory_mib=WIDE_MEMORY_MIB)
+            members[job] = [f"raw-wide-{i}"]
+    create_all(
+        kube,
+        [
+            pod_body(n, scheduler="nobody", memory_mib=WIDE_MEMORY_MIB)
+            for names in members.values()
+            for n in names
+        ],
+    )
+    waiting = dict(members)
+    progress: list[tuple[float, int]] = []
+    total = sum(len(names) for names in members.values())
+    deadline = time.monotonic() + 900
+    while waiting:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench: {len(waiting)} raw wide jobs never ran")
+        states = slurm.states()
+        for job_id, names in list(waiting.items()):
+            flags, nodes = states.get(job_id, (set(), ""))
+            if "RUNNING" not in flags:
+                continue
+            for name, node in zip(names, expand_hostlist(nodes), strict=False):
+                label = {"metadata": {"labels": {JOB_ID_LABEL: str(job_id)}}}
+                kube.patch(
+                    f"/api/v1/namespaces/{NS}/pods/{name}",
+                    json=label,
+                    headers={"Content-Type": "application/merge-patch+json"},
+                ).raise_for_status()
+                binding = {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                }
+                kube.post(f"/api/v1/namespaces/{NS}/pods/{name}/binding", json=binding).raise_for_status()
+            del waiting[job_id]
+        progress.append((time.monotonic() - began, total - sum(len(n) for n in waiting.values())))
+        time.sleep(0.1)
+    return time.monotonic() - began, progress, list(members)
+
+
+def ended(slurm: Slurm, job_ids: Sequence[int]) -> bool:
+    states = slurm.states()
+    return all(not (states.get(j, (set(), ""))[0] & ACTIVE) for j in job_ids)
+
+
+def raw_cancel_all(slurm: Slurm, job_ids: Sequence[int]) -> float:
+    """The bare script's cancels, one DELETE each, until Slurm lists every job ended."""
+    began = time.monotonic()
+    for job_id in job_ids:
+        slurm.cancel(job_id)
+    wait("raw wide jobs ended", lambda: ended(slurm, job_ids), 600, 0.2)
+    return time.monotonic() - began
+
+
+def bridge_delete_all(kube: httpx.Client, slurm: Slurm) -> float:
+    """Delete every bench pod in one call; time until Slurm lists each of their jobs ended."""
+    items = kube.get(f"/api/v1/namespaces/{NS}/pods").json()["items"]
+    job_ids = sorted({int(j) for p in items if (j := p["metadata"].get("labels", {}).get(JOB_ID_LABEL))})
+    began = time.monotonic()
+    kube.delete(f"/api/v1/namespaces/{NS}/pods", params={"gracePeriodSeconds": "0"})
+    wait("the bridge's wide jobs ended", lambda: ended(slurm, job_ids), 600, 0.2)
+    return time.monotonic() - began
+
+
+def delete_pod_groups(kube: httpx.Client) -> None:
+    kube.delete(f"/apis/scheduling.x-k8s.io/v1alpha1/namespaces/{NS}/podgroups")
+
+
+def wide_bursts(
+    env: dict[str, str], kube: httpx.Client, slurm: Slurm, pods: int, gangs: int, size: int
+) -> tuple[list[Rate], dict[str, list[tuple[float, int]]]]:
+    rates: list[Rate] = []
+    progress: dict[str, list[tuple[float, int]]] = {}
+    with wide_partition(env):
+        if pods:
+            print(f"wide burst of {pods} pods: bare script, then the bridge", flush=True)
+            raw_s, progress[f"bare script, {pods} pods"], raw_jobs = raw_wide(kube, slurm, pods, 0, 1)
+            raw_cancel_s = raw_cancel_all(slurm, raw_jobs)
+            delete_pods(kube)
+            bridge_s, progress[f"bridge, {pods} pods"] = bridge_wide(kube, pods, 0, 1)
+            bridge_cancel_s = bridge_delete_all(kube, slurm)
+            delete_pods(kube)
+            rates.append(
+                Rate(f"burst of {pods} pods (wide partition): all bound, pods/s", pods, raw_s, bridge_s)
+            )
+            rates.append(
+                Rate(f"delete {pods} bound pods: jobs ended, jobs/s", pods, raw_cancel_s, bridge_cancel_s)
+            )
+            print(
+                f"  bound: bare {raw_s:.1f} s, bridge {bridge_s:.1f} s; ended: bare {raw_cancel_s:.1f} s, "
+                f"bridge {bridge_cancel_s:.1f} s",
+                flush=True,
+            )
+        if gangs:
+            print(f"wide burst of {gangs} gangs of {size}: bare script, then the bridge", flush=True)
+            raw_s, progress[f"bare script, {gangs} gangs"], raw_jobs = raw_wide(kube, slurm, 0, gangs, size)
+            raw_cancel_all(slurm, raw_jobs)
+            delete_pods(kube)
+            bridge_s, progress[f"bridge, {gangs} gangs"] = bridge_wide(kube, 0, gangs, size)
+            bridge_delete_all(kube, slurm)
+            delete_pods(kube)
+            delete_pod_groups(kube)
+            rates.append(
+                Rate(
+                    f"burst of {gangs} gangs of {size} (wide partition): all bound, gangs/s",
+                    gangs,
+                    raw_s,
+                    bridge_s,
+                )
+            )
+            print(f"  bound: bare {raw_s:.1f} s, bridge {bridge_s:.1f} s", flush=True)
+    return rates, progress
+
+
 def rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -453,6 +713,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
     parser.add_argument("--burst", type=int, default=12, help="pods in the burst (the testbed has 16 CPUs)")
+    parser.add_argument(
+        "--wide-pods", type=int, default=1000, help="single pods in the wide burst (0: skip it)"
+    )
+    parser.add_argument(
+        "--wide-gangs", type=int, default=200, help="gangs of 4 in the wide burst (0: skip it)"
+    )
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--log-level", default="WARNING", help="the bridge's, in <out>.log")
     parser.add_argument("--out", type=Path, default=TESTBED / "bench-bridge.json")
@@ -486,6 +752,7 @@ def main() -> None:
         bridge = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         progress: dict[str, list[tuple[float, int]]] = {}
         burst_bridge = burst_raw = rss = idle = None
+        rates: list[Rate] = []
         polls: dict[str, float] = {}
         try:
             ready = f"http://127.0.0.1:{port}/readyz"
@@ -518,13 +785,19 @@ def main() -> None:
                 burst_bridge, progress["bridge"] = bridge_burst(kube, args.burst)
             except TimeoutError as error:
                 print(f"  {error} (others' jobs may hold the testbed's CPUs): burst not measured")
+            if args.wide_pods or args.wide_gangs:
+                delete_pods(kube)
+                rates, wide_progress = wide_bursts(env, kube, slurm, args.wide_pods, args.wide_gangs, 4)
+                progress |= wide_progress
             rss = rss_mib(bridge.pid)
             polls = poll_answers(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
         finally:
             delete_pods(kube)
             bridge.terminate()
             bridge.wait(timeout=30)
-    figures = Figures(raw, bridged, start_to_bound, args.burst, burst_bridge, burst_raw, rss, idle, polls)
+    figures = Figures(
+        raw, bridged, start_to_bound, args.burst, burst_bridge, burst_raw, rss, idle, polls, tuple(rates)
+    )
     rows = table(figures)
     print()
     print(render(rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.bench_bridge import Figures, Row, percentile, poll_answers, ratio, render, table
+from tools.bench_bridge import Figures, Rate, Row, percentile, poll_answers, ratio, render, table
 
 
 def figures(**changes: object) -> Figures:
@@ -90,3 +90,24 @@ def test_poll_answers_are_read_from_a_metrics_page() -> None:
         'slurm_bridge_job_polls_created{answer="changed"} 1.7e9\n'
     )
     assert poll_answers(page) == {"changed": 3.0, "repeated": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("rate", "met"),
+    [
+        (Rate("burst of 1000 pods", 1000, 100.0, 104.0), True),
+        (Rate("burst of 1000 pods", 1000, 100.0, 106.0), False),
+        (Rate("delete 1000 bound pods", 1000, 50.0, 40.0), True),
+    ],
+    ids=["within-5-percent", "slower-than-0.95", "faster-than-bare"],
+)
+def test_wide_rates_are_judged_against_the_bare_script(rate: Rate, met: bool) -> None:
+    judged = row(table(figures(rates=(rate,))), rate.figure)
+    assert judged.met is met
+    assert judged.raw == pytest.approx(rate.count / (rate.raw_seconds or 1))
+    assert judged.unit == "1/s"
+
+
+def test_a_wide_rate_measured_on_one_side_only_is_left_out() -> None:
+    rows = table(figures(rates=(Rate("burst of 200 gangs", 200, None, 30.0),)))
+    assert not [r for r in rows if r.figure.startswith("burst of 200 gangs")]
