@@ -125,7 +125,7 @@ class PodEffects:
         except JobNotFound:
             pass
         self._reach(Step.AFTER_END_JOB)
-        self._jobs.poke()
+        self._jobs.record_ended(action.job_id)
 
     async def cancel_orphans(self, doomed: Sequence[CancelJob], what: str) -> int:
         """Cancel the planned orphan jobs; returns how many were planned. A job already gone counts as

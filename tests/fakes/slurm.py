@@ -99,6 +99,7 @@ class FakeJobIndex:
         self.synced = True
         self.settled = True
         self.pokes = 0
+        self.ended: list[int] = []
         self.polled_since_absence = True  # False: a labelled job this index has not polled since
         self.orphan_cancel_failures = 0
 
@@ -122,6 +123,9 @@ class FakeJobIndex:
 
     def record_submitted(self, job_id: int, spec: JobSpec) -> None:
         self.jobs.append(Job(job_id=job_id, name=spec.name, state=JobState.PENDING, comment=spec.comment))
+
+    def record_ended(self, job_id: int) -> None:
+        self.ended.append(job_id)
 
     def submit_outcome_unknown(self) -> None:
         self.settled = False

@@ -320,3 +320,83 @@ def test_a_burst_beyond_the_watch_limit_is_read_as_full_lists() -> None:
         cache.record_submitted(100 + i, JobSpec(name="p", comment=MARKER))
     assert len(cache._watch) == MAX_WATCHED
     assert cache._poll_wanted  # the rest: a full-list poll now, then fast ones
+
+
+class SlowSlurm(FakeSlurm):
+    """A full list that takes `seconds` to answer (thousands of jobs in Slurm)."""
+
+    def __init__(self, answers: list[Any], seconds: float) -> None:
+        super().__init__(answers)
+        self.seconds = seconds
+
+    async def list_jobs(self, *, update_time: datetime | int | None = None) -> JobList:
+        answer = await super().list_jobs(update_time=update_time)
+        if len(self.calls) > 1:
+            await asyncio.sleep(self.seconds)
+        return answer
+
+
+async def test_a_start_is_seen_while_a_slow_full_list_is_still_being_read() -> None:
+    pending = JobList(jobs=(job(5),), next_update_time=NOW)
+    slurm = SlowSlurm([JobList(jobs=(), next_update_time=NOW), pending], seconds=1.0)
+    reader = FakeStates({5: JobState.RUNNING}, {5: RUNNING_ON_N1})
+    cache = SlurmJobCache(
+        slurm, "c1", owner="slurm", poll_interval=0.01, on_change=lambda _k: None, states=reader
+    )
+    task = asyncio.create_task(cache.run())
+    async with asyncio.timeout(2):
+        while len(slurm.calls) < 2:  # noqa: ASYNC110 (the slow list has begun: it predates the read)
+            await asyncio.sleep(0.001)
+    cache.record_submitted(5, JobSpec(name="p", comment=MARKER))
+    async with asyncio.timeout(0.5):  # well before the slow list answers
+        while [j.state for j in cache.jobs_for("ns/p")] != [JobState.RUNNING]:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    # the slow list, begun before the job was read alone, says PENDING: it must not undo the read
+    async with asyncio.timeout(2):
+        while len(slurm.calls) < 3:  # noqa: ASYNC110 (polling a fake, briefly)
+            await asyncio.sleep(0.01)
+    assert [j.state for j in cache.jobs_for("ns/p")] == [JobState.RUNNING]
+    assert cache.keys_on_node("n1") == ({"ns/p"}, set())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize(
+    ("state", "read", "watching"),
+    [
+        (JobState.RUNNING, [], True),
+        (JobState.COMPLETED, [5], False),
+        (JobState.CANCELLED, [5], False),
+    ],
+    ids=["still-running-keep-watching", "completed-read-alone", "cancelled-read-alone"],
+)
+async def test_a_job_we_ended_is_watched_until_slurm_says_it_finished(
+    state: JobState, read: list[int], watching: bool
+) -> None:
+    slurm = FakeSlurm([JobList(jobs=(RUNNING_ON_N1,), next_update_time=NOW)])
+    ended = placed(5, state, MARKER, "n1")
+    reader = FakeStates({5: state}, {5: ended})
+    cache = SlurmJobCache(
+        slurm, "c1", owner="slurm", poll_interval=30, on_change=lambda _k: None, states=reader
+    )
+    task = asyncio.create_task(cache.run())
+    await cache.wait_synced()
+    cache.record_ended(5)
+    async with asyncio.timeout(2):
+        while not reader.asked:  # noqa: ASYNC110 (polling a fake, briefly)
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reader.read == read
+    assert bool(cache._watch) is watching
+    assert [j.state for j in cache.jobs_for("ns/p")] == [JobState.RUNNING if watching else state]
+    assert len(slurm.calls) == 1  # no full list polled for it
+
+
+def test_without_jobs_state_a_job_we_ended_is_polled_for_soon() -> None:
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
+    cache.record_ended(5)
+    assert cache._poll_wanted and not cache._watch
