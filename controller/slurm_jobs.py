@@ -336,7 +336,7 @@ class SlurmJobCache:
             self._applied_as_of = started
             self._metrics.polls.labels("not_modified").inc()
         else:
-            verdict = await self._believe(answer.jobs)
+            verdict = await self._believe(answer.jobs, poll_started=started)
             if verdict is not _Verdict.BELIEVE:
                 self._metrics.polls.labels("changed").inc()
                 # Keep the index and the cursor; read the full list again (soon, the first time).
@@ -429,12 +429,16 @@ class SlurmJobCache:
         if self._on_gang_change is not None and (gang := self._gang_key_of(job)) is not None:
             self._on_gang_change(gang)
 
-    async def _believe(self, jobs: Sequence[Job]) -> _Verdict:
+    async def _believe(self, jobs: Sequence[Job], *, poll_started: float) -> _Verdict:
         """Whether a full list may replace the index: not when it drops many of our active jobs at once,
-        until a second read agrees AND the missing jobs, looked up one by one, are really gone."""
-        check = check_vanished(
-            self._jobs, {job.job_id for job in jobs}, self._is_ours, share=self._vanish_share
-        )
+        until a second read agrees AND the missing jobs, looked up one by one, are really gone. (A job
+        read alone after the list began, e.g. one just submitted, is not missing from it.)"""
+        known = {
+            job_id: job
+            for job_id, job in self._jobs.items()
+            if self._read_alone.get(job_id, float("-inf")) <= poll_started
+        }
+        check = check_vanished(known, {job.job_id for job in jobs}, self._is_ours, share=self._vanish_share)
         held, self._held_back = self._held_back, None
         if held is None:
             if not check.suspicious:

@@ -51,6 +51,7 @@ NS = "bench-speed"
 SCHEDULER = "slurm-bridge-bench-speed"
 JOB_ID_LABEL = "scheduler.slinky.slurm.net/slurm-jobid"
 POLL = 0.02  # seconds between looks, on both sides
+COLLECTION_TIMEOUT = 300  # deleting 1,000 pods in one call took longer than 30 s on 2 cores
 
 
 # --- the table (pure) --------------------------------------------------------------------------------
@@ -365,7 +366,9 @@ def pod(kube: httpx.Client, name: str) -> dict[str, Any]:
 
 
 def delete_pods(kube: httpx.Client, prefix: str = "") -> None:
-    kube.delete(f"/api/v1/namespaces/{NS}/pods", params={"gracePeriodSeconds": "0"})
+    kube.delete(
+        f"/api/v1/namespaces/{NS}/pods", params={"gracePeriodSeconds": "0"}, timeout=COLLECTION_TIMEOUT
+    )
     wait("pods deleted", lambda: not kube.get(f"/api/v1/namespaces/{NS}/pods").json()["items"], 120, 0.2)
 
 
@@ -491,13 +494,19 @@ def wide_partition(env: dict[str, str]) -> Iterator[None]:
         f"scontrol create PartitionName={WIDE_PARTITION} Nodes=slurm-bridge-[0-3] "
         "OverSubscribe=FORCE:64 MaxTime=INFINITE State=UP"
     )
-    subprocess.run(["bash", "-c", create], env=env, check=True)
+
+    def scontrol(command: str) -> bool:
+        return subprocess.run(["bash", "-c", command], env=env, capture_output=True).returncode == 0
+
+    if not scontrol(create) and not scontrol(f"scontrol show partition {WIDE_PARTITION}"):
+        raise RuntimeError(f"bench: could not make partition {WIDE_PARTITION}")
     try:
         yield
     finally:
-        subprocess.run(
-            ["bash", "-c", f"scontrol delete PartitionName={WIDE_PARTITION}"], env=env, check=False
-        )
+        # Slurm keeps ended jobs for MinJobAge (120 s on the testbed); until then the partition is "in use"
+        deadline = time.monotonic() + 180
+        while not scontrol(f"scontrol delete PartitionName={WIDE_PARTITION}") and time.monotonic() < deadline:
+            time.sleep(5)
 
 
 def create_all(kube: httpx.Client, bodies: Sequence[dict[str, Any]], path: str = "pods") -> None:
@@ -629,7 +638,9 @@ def bridge_delete_all(kube: httpx.Client, slurm: Slurm) -> float:
     items = kube.get(f"/api/v1/namespaces/{NS}/pods").json()["items"]
     job_ids = sorted({int(j) for p in items if (j := p["metadata"].get("labels", {}).get(JOB_ID_LABEL))})
     began = time.monotonic()
-    kube.delete(f"/api/v1/namespaces/{NS}/pods", params={"gracePeriodSeconds": "0"})
+    kube.delete(
+        f"/api/v1/namespaces/{NS}/pods", params={"gracePeriodSeconds": "0"}, timeout=COLLECTION_TIMEOUT
+    )
     wait("the bridge's wide jobs ended", lambda: ended(slurm, job_ids), 600, 0.2)
     return time.monotonic() - began
 
@@ -648,6 +659,7 @@ def wide_bursts(
             print(f"wide burst of {pods} pods: bare script, then the bridge", flush=True)
             raw_s, progress[f"bare script, {pods} pods"], raw_jobs = raw_wide(kube, slurm, pods, 0, 1)
             raw_cancel_s = raw_cancel_all(slurm, raw_jobs)
+            print(f"  bare script: all bound in {raw_s:.1f} s, all ended in {raw_cancel_s:.1f} s", flush=True)
             delete_pods(kube)
             bridge_s, progress[f"bridge, {pods} pods"] = bridge_wide(kube, pods, 0, 1)
             bridge_cancel_s = bridge_delete_all(kube, slurm)
@@ -666,6 +678,7 @@ def wide_bursts(
         if gangs:
             print(f"wide burst of {gangs} gangs of {size}: bare script, then the bridge", flush=True)
             raw_s, progress[f"bare script, {gangs} gangs"], raw_jobs = raw_wide(kube, slurm, 0, gangs, size)
+            print(f"  bare script: all bound in {raw_s:.1f} s", flush=True)
             raw_cancel_all(slurm, raw_jobs)
             delete_pods(kube)
             bridge_s, progress[f"bridge, {gangs} gangs"] = bridge_wide(kube, 0, gangs, size)

@@ -400,3 +400,12 @@ def test_without_jobs_state_a_job_we_ended_is_polled_for_soon() -> None:
     cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
     cache.record_ended(5)
     assert cache._poll_wanted and not cache._watch
+
+
+async def test_a_list_begun_before_a_job_was_read_alone_is_not_a_mass_vanish() -> None:
+    from controller.slurm_jobs import _Verdict
+
+    cache = SlurmJobCache(FakeSlurm([]), "c1", owner="slurm", poll_interval=10, on_change=lambda _k: None)
+    cache._upsert(RUNNING_ON_N1, read_at=5.0)  # the only job we know, read alone at t=5
+    assert await cache._believe([], poll_started=4.0) is _Verdict.BELIEVE  # the list began before: silent
+    assert await cache._believe([], poll_started=6.0) is _Verdict.RE_READ  # a later list that drops it: held
