@@ -360,6 +360,17 @@ def start_time(job: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
+def bind(kube: httpx.Client, name: str, node: str) -> None:
+    """The bare script's bind: one Binding, as kube-scheduler posts it."""
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+    kube.post(f"/api/v1/namespaces/{NS}/pods/{name}/binding", json=binding).raise_for_status()
+
+
 def pod(kube: httpx.Client, name: str) -> dict[str, Any]:
     answer = kube.get(f"/api/v1/namespaces/{NS}/pods/{name}")
     return dict(answer.json()) if answer.status_code == 200 else {}
@@ -458,14 +469,7 @@ def raw_burst(kube: httpx.Client, slurm: Slurm, count: int) -> tuple[float, list
             state = job.get("job_state")
             if "RUNNING" not in (state if isinstance(state, list) else [state]):
                 continue
-            node = str(job.get("nodes") or "")
-            binding = {
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": {"name": name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-            }
-            kube.post(f"/api/v1/namespaces/{NS}/pods/{name}/binding", json=binding).raise_for_status()
+            bind(kube, name, str(job.get("nodes") or ""))
             del waiting[name]
         progress.append((time.monotonic() - began, count - len(waiting)))
         time.sleep(POLL)
@@ -606,13 +610,7 @@ def raw_wide(
                     json=label,
                     headers={"Content-Type": "application/merge-patch+json"},
                 ).raise_for_status()
-                binding = {
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": name},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-                }
-                kube.post(f"/api/v1/namespaces/{NS}/pods/{name}/binding", json=binding).raise_for_status()
+                bind(kube, name, node)
             del waiting[job_id]
         progress.append((time.monotonic() - began, total - sum(len(n) for n in waiting.values())))
         time.sleep(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -265,6 +266,20 @@ class FakeStates:
 RUNNING_ON_N1 = placed(5, JobState.RUNNING, MARKER, "n1")
 
 
+async def run_until_asked(cache: SlurmJobCache, reader: FakeStates, act: Callable[[], None]) -> None:
+    """Run the cache until synced, `act`, let the watch ask Slurm once (and a little more), stop."""
+    task = asyncio.create_task(cache.run())
+    await cache.wait_synced()
+    act()
+    async with asyncio.timeout(2):
+        while not reader.asked:  # noqa: ASYNC110 (polling a fake, briefly)
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 @pytest.mark.parametrize(
     ("states", "read", "bound_state", "watching", "polled_again"),
     [
@@ -286,16 +301,7 @@ async def test_a_just_submitted_job_is_watched_through_jobs_state_not_full_lists
     slurm = FakeSlurm([JobList(jobs=(), next_update_time=NOW)])
     reader = FakeStates(states, {5: RUNNING_ON_N1})
     cache = SlurmJobCache(slurm, "c1", owner="slurm", poll_interval=30, on_change=woken.append, states=reader)
-    task = asyncio.create_task(cache.run())
-    await cache.wait_synced()
-    cache.record_submitted(5, JobSpec(name="p", comment=MARKER))
-    async with asyncio.timeout(2):
-        while not reader.asked:  # noqa: ASYNC110 (polling a fake, briefly)
-            await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await run_until_asked(cache, reader, lambda: cache.record_submitted(5, JobSpec(name="p", comment=MARKER)))
     assert reader.read == read
     assert [j.state for j in cache.jobs_for("ns/p")] == [bound_state]
     assert bool(cache._watch) is watching
@@ -380,16 +386,7 @@ async def test_a_job_we_ended_is_watched_until_slurm_says_it_finished(
     cache = SlurmJobCache(
         slurm, "c1", owner="slurm", poll_interval=30, on_change=lambda _k: None, states=reader
     )
-    task = asyncio.create_task(cache.run())
-    await cache.wait_synced()
-    cache.record_ended(5)
-    async with asyncio.timeout(2):
-        while not reader.asked:  # noqa: ASYNC110 (polling a fake, briefly)
-            await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await run_until_asked(cache, reader, lambda: cache.record_ended(5))
     assert reader.read == read
     assert bool(cache._watch) is watching
     assert [j.state for j in cache.jobs_for("ns/p")] == [JobState.RUNNING if watching else state]
