@@ -292,7 +292,8 @@ class SlurmJobCache:
         while True:
             self._watch_wake.clear()
             watching = self._watching()
-            if watching:
+            # Fail closed: while the full list fails or is not believed, nothing read beside it is acted on.
+            if watching and self.healthy:
                 await self._check_watched()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._watch_wake.wait(), timeout=WATCH_INTERVAL if watching else None)

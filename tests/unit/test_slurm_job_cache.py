@@ -406,3 +406,30 @@ async def test_a_list_begun_before_a_job_was_read_alone_is_not_a_mass_vanish() -
     cache._upsert(RUNNING_ON_N1, read_at=5.0)  # the only job we know, read alone at t=5
     assert await cache._believe([], poll_started=4.0) is _Verdict.BELIEVE  # the list began before: silent
     assert await cache._believe([], poll_started=6.0) is _Verdict.RE_READ  # a later list that drops it: held
+
+
+async def test_while_the_full_list_fails_the_watch_reads_nothing() -> None:
+    failing = [SlurmTransportError("reset", sent=True)] * 50
+    slurm = FakeSlurm([JobList(jobs=(), next_update_time=NOW), *failing])
+    reader = FakeStates({5: JobState.RUNNING}, {5: RUNNING_ON_N1})
+    cache = SlurmJobCache(
+        slurm,
+        "c1",
+        owner="slurm",
+        poll_interval=0.001,
+        max_backoff=0.01,
+        on_change=lambda _k: None,
+        states=reader,
+    )
+    task = asyncio.create_task(cache.run())
+    await cache.wait_synced()
+    async with asyncio.timeout(2):
+        while cache.healthy:  # noqa: ASYNC110 (polling a fake, briefly)
+            await asyncio.sleep(0.001)
+    cache.record_submitted(5, JobSpec(name="p", comment=MARKER))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reader.asked == []  # fail closed: nothing read beside a failing list
+    assert [j.state for j in cache.jobs_for("ns/p")] == [JobState.PENDING]
