@@ -213,6 +213,10 @@ class Case:
     counter: str  # a metric sample that counts the fault
     # the PodScheduled condition of a pod created during the fault: its reason, "" when none is due
     newcomer_reason: str = ""
+    # Only the job list is broken; submits and reads of one job pass. A pod created during the fault
+    # may then be bound: its own job, read alone right after the submit, said RUNNING before the first
+    # broken list was seen (after that, nothing read beside a failing list is acted on).
+    list_only: bool = False
 
 
 POLL_FAILED = "Slurm job poll failed"
@@ -223,9 +227,9 @@ CASES = [
     Case(Fault.DROP, "RemoteProtocolError", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
     Case(Fault.ERROR_500, "(HTTP 500)", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
     Case(Fault.UNAUTHORIZED, "(HTTP 401)", POLL_FAILED, POLL_ERRORS, "SlurmAccessDenied"),
-    Case(Fault.JOBS_NULL, "'jobs' is null", POLL_FAILED, POLL_ERRORS),
-    Case(Fault.EMPTY_OBJECT, "no 'jobs' list", POLL_FAILED, POLL_ERRORS),
-    Case(Fault.EMPTY_LIST, "still there", "not believed", NOT_BELIEVED),
+    Case(Fault.JOBS_NULL, "'jobs' is null", POLL_FAILED, POLL_ERRORS, list_only=True),
+    Case(Fault.EMPTY_OBJECT, "no 'jobs' list", POLL_FAILED, POLL_ERRORS, list_only=True),
+    Case(Fault.EMPTY_LIST, "still there", "not believed", NOT_BELIEVED, list_only=True),
     Case(Fault.SLOW, "ReadTimeout", POLL_FAILED, POLL_ERRORS, "SlurmUnavailable"),
 ]
 
@@ -260,7 +264,8 @@ def test_a_slurmrestd_fault_is_shown_never_acted_on_and_recovered(faults: Faults
             )
         assert faults.proxy.count(case.fault) > 0
         faults.assert_nothing_lost()
-        assert _node_of(faults.pod(newcomer)) == ""
+        if not case.list_only:
+            assert _node_of(faults.pod(newcomer)) == ""
         assert case.log_says in faults.bridge.log()[log_before:]
     finally:
         faults.proxy.set(Fault.NONE)
