@@ -42,26 +42,23 @@ sql() { mariadb --socket="$SOCK" -u root -N -B -e "$1"; }
 up() {
   install
   mkdir -p "$STATE_ROOT/mariadb"
-  # mariadbd drops to the mysql user, who must reach its directory; a checkout under a private
-  # directory (`mktemp -d`, a 0700 home) denies that, so there it runs as root (loopback, test data only).
-  local user=mysql
   chown mysql:mysql "$STATE_ROOT/mariadb" && chmod 755 "$STATE_ROOT/mariadb" # mariadbd writes its socket, pid and log here
-  if ! runuser -u mysql -- test -w "$STATE_ROOT/mariadb" 2>/dev/null; then
-    user=root
-    chown root:root "$STATE_ROOT/mariadb"
-    log "the mysql user cannot reach $STATE_ROOT/mariadb: running mariadbd as root"
-  fi
+  # mariadbd runs as the mysql user, who must reach that directory: a checkout in a 0700 dir (mktemp -d,
+  # a 0700 home) failed mariadb-install-db with "Permission denied". Make the path traversable (not
+  # readable), as testbed/slurm.sh does for slurmstepd.
+  local d="$STATE_ROOT"
+  while [[ "$d" != / ]]; do chmod o+x "$d" 2>/dev/null || true; d="$(dirname "$d")"; done
   if [[ ! -d "$DATA/mysql" ]]; then
     log "initialising $DATA"
-    rm -rf "$DATA" && mkdir -p "$DATA" && chown "$user:$user" "$DATA"
-    mariadb-install-db --user="$user" --datadir="$DATA" --auth-root-authentication-method=socket \
+    rm -rf "$DATA" && mkdir -p "$DATA" && chown mysql:mysql "$DATA"
+    mariadb-install-db --user=mysql --datadir="$DATA" --auth-root-authentication-method=socket \
       --skip-test-db >"$STATE_ROOT/mariadb/install.log" 2>&1 || die "mariadb-install-db failed; see $STATE_ROOT/mariadb/install.log"
   fi
   ensure_password
   if ! running; then
     log "starting mariadbd on 127.0.0.1:$PORT"
     # slurmdbd's documented minimums: a bigger lock wait and log file than the defaults
-    nohup /usr/sbin/mariadbd --user="$user" --datadir="$DATA" --port="$PORT" --bind-address=127.0.0.1 \
+    nohup /usr/sbin/mariadbd --user=mysql --datadir="$DATA" --port="$PORT" --bind-address=127.0.0.1 \
       --socket="$SOCK" --pid-file="$STATE_ROOT/mariadb/mariadbd.pid" --log-error="$STATE_ROOT/mariadb/error.log" \
       --skip-name-resolve --innodb-buffer-pool-size=64M --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 \
       --max-connections=100 >/dev/null 2>&1 </dev/null 8>&- &
