@@ -404,9 +404,7 @@ class SlurmJobCache:
                 self._upsert(job, read_at=asked_at)
                 self._watch.pop(job_id, None)
         except SlurmError as error:
-            log.info(
-                "asking Slurm about %d just-submitted jobs failed (%s); polling the job list", len(ids), error
-            )
+            log.info("asking Slurm about %d watched jobs failed (%s); polling the job list", len(ids), error)
             self._watch.clear()
             self.poke()
 
@@ -435,9 +433,7 @@ class SlurmJobCache:
         until a second read agrees AND the missing jobs, looked up one by one, are really gone. (A job
         read alone after the list began, e.g. one just submitted, is not missing from it.)"""
         known = {
-            job_id: job
-            for job_id, job in self._jobs.items()
-            if self._read_alone.get(job_id, float("-inf")) <= poll_started
+            job_id: job for job_id, job in self._jobs.items() if not self._read_since(job_id, poll_started)
         }
         check = check_vanished(known, {job.job_id for job in jobs}, self._is_ours, share=self._vanish_share)
         held, self._held_back = self._held_back, None
@@ -485,6 +481,10 @@ class SlurmJobCache:
             return f"job {job_id} is still there ({job.state.value})"
         return None
 
+    def _read_since(self, job_id: int, poll_started: float) -> bool:
+        """Whether the watch read job `job_id` alone after a list that began at `poll_started`."""
+        return self._read_alone.get(job_id, float("-inf")) > poll_started
+
     def _is_ours(self, job: Job) -> bool:
         return self._pod_key_of(job) is not None or self._gang_key_of(job) is not None
 
@@ -496,8 +496,8 @@ class SlurmJobCache:
         re-indexed: a list that repeats the last one (Slurm's 1 s `update_time` resolution sends every
         change at least twice) costs a comparison per job, nothing more."""
         fresh = {job.job_id: job for job in jobs}
-        for job_id, read_at in list(self._read_alone.items()):
-            if read_at > poll_started and job_id in self._jobs:
+        for job_id in list(self._read_alone):
+            if self._read_since(job_id, poll_started) and job_id in self._jobs:
                 fresh[job_id] = self._jobs[job_id]  # read alone after this list began: newer
             else:
                 del self._read_alone[job_id]
